@@ -1,0 +1,7 @@
+# SAAL with the SAM perturbation of the paper (Eq. 11, q = 2, rho = 0.05), exact per sample.
+scorer = dict(
+    type='SharpnessScorer',
+    perturbation=dict(type='SAMPerturbation', rho=0.05, q=2),
+    engine=dict(type='VectorizedEngine', chunk_size=32),
+    mode='max')
+selector = dict(type='TopKSelector')

@@ -1,0 +1,5 @@
+# SAAL (SAM perturbation, exact per-sample scores) on fashion_mnist, trained with Adam, paper A.4.
+_base_ = [
+    '../_base_/datasets/fashion_mnist.py', '../_base_/protocols/low_budget.py',
+    '../_base_/scorers/saal_sam.py', '../_base_/default_runtime.py'
+]

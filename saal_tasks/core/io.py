@@ -1,0 +1,45 @@
+"""Atomic file writes: a reader never sees a half-written file, a crash never corrupts one."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, IO
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place.
+
+    ``os.replace`` is atomic on POSIX, so the previous version of ``path`` stays intact until
+    the new one is complete and flushed to disk.
+
+    Args:
+        path: Destination file.
+        write: Callable that writes the full content to the binary file object it is given.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON to ``path``."""
+    data = json.dumps(obj, indent=2, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line to ``path`` (one record per completed round)."""
+    with open(path, 'a') as f:
+        f.write(json.dumps(record, sort_keys=True) + '\n')

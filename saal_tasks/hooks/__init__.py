@@ -1,0 +1,5 @@
+"""Loop hooks."""
+from .base import ALHook
+from .learning_curve import LearningCurveHook
+
+__all__ = ['ALHook', 'LearningCurveHook']

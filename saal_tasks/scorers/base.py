@@ -1,0 +1,109 @@
+"""What every acquisition scorer returns, and the base class that runs it on a pool."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from ..core.task import BaseTask
+
+
+@dataclass
+class ScoreResult:
+    """Scores of the scored pool subset.
+
+    Attributes:
+        sample_ids: Scored ids, shape ``[N]``.
+        scores: One score per sample (units reduced), ``float64``, shape ``[N]``.
+        unit_scores: Per-unit scores per sample (``[*U]`` each) when a sample has more than
+            one unit (boxes, pixels); ``None`` for one unit per sample.
+        seconds: Wall time of the scoring.
+        extras: Scorer-specific arrays worth persisting (e.g. clean losses), each ``[N]``.
+    """
+
+    sample_ids: np.ndarray
+    scores: np.ndarray
+    unit_scores: list[np.ndarray] | None = None
+    seconds: float = 0.0
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def reduce_units(units: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce per-unit values ``[B, *U]`` to one value per sample ``[B]``.
+
+    Args:
+        units: Per-unit tensor; ``[B]`` passes through unchanged.
+        how: ``'sum'`` or ``'mean'`` over the unit dimensions.
+    """
+    if units.dim() == 1:
+        return units
+    flat = units.reshape(units.shape[0], -1)
+    return flat.sum(dim=1) if how == 'sum' else flat.mean(dim=1)
+
+
+def check_reduction(name: str, value: str) -> str:
+    """Validate a unit-reduction option at construction time (one clear line on a typo)."""
+    if value not in ('sum', 'mean'):
+        raise ValueError(f"{name} must be 'sum' or 'mean', got {value!r}")
+    return value
+
+
+class BaseScorer:
+    """Scores samples of the pool; subclasses implement :meth:`_score`.
+
+    :meth:`score` puts the model in eval mode for the whole acquisition (pseudo-labels are
+    eval-mode predictions, BatchNorm uses running statistics so samples do not interact) and
+    restores the previous mode afterwards.
+
+    Args:
+        log_interval: Print progress every this many scored samples.
+    """
+
+    def __init__(self, log_interval: int = 500) -> None:
+        self.log_interval = log_interval
+
+    def score(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
+              rng: np.random.Generator) -> ScoreResult:
+        """Score ``sample_ids`` with ``model``.
+
+        Args:
+            task: Task adapter giving batches, pseudo-labels and unit losses.
+            model: Trained model; its parameters are unchanged on return.
+            sample_ids: Ids to score, shape ``[N]``.
+            rng: Generator for scorers that draw random numbers.
+
+        Returns:
+            A :class:`ScoreResult` aligned with ``sample_ids``.
+        """
+        was_training = model.training
+        model.eval()
+        start = time.perf_counter()
+        try:
+            result = self._score(task, model, np.asarray(sample_ids, dtype=np.int64), rng)
+        finally:
+            model.train(was_training)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _score(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
+               rng: np.random.Generator) -> ScoreResult:
+        raise NotImplementedError
+
+    def _progress(self, done: int, total: int, start: float, last: list[int]) -> None:
+        """Log progress when another ``log_interval`` samples are done (and at the end)."""
+        if done - last[0] >= self.log_interval or done == total:
+            last[0] = done
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            print_log(f'scoring {done}/{total} samples ({rate:.1f} samples/s)',
+                      logger='current')
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """Detach a tensor to a float64 numpy array."""
+    return t.detach().to(torch.float64).cpu().numpy()
+

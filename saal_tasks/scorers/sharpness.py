@@ -1,0 +1,81 @@
+"""SAAL: the maximally perturbed pseudo-label loss of each unit (paper Eq. 8, 11, 12)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+from ..registry import ENGINES, PERTURBATIONS, SCORERS
+from .base import BaseScorer, ScoreResult, check_reduction, reduce_units, to_numpy
+
+
+@SCORERS.register_module()
+class SharpnessScorer(BaseScorer):
+    """Sharpness-aware acquisition score.
+
+    For each sample, ŷ = the model's pseudo-label (eval mode), g = ∇θ l(x, ŷ; θ) of that sample
+    alone, ε = ``perturbation.epsilon(g)``, and each unit scores ``l(x, ŷ; θ + ε)`` (mode
+    ``'max'``) or ``l(x, ŷ; θ + ε) − l(x, ŷ; θ)`` (mode ``'diff'``). The per-sample score
+    reduces the unit scores with ``score_reduction``.
+
+    Args:
+        perturbation: Config of a registered perturbation (SAM with dual norm q, or ASAM).
+        engine: Config of a registered engine (reference, vectorized or batch-wise).
+        mode: ``'max'`` (perturbed loss) or ``'diff'`` (perturbed minus clean loss).
+        objective_reduction: Reduction of a sample's unit losses into the loss that defines ε.
+        score_reduction: Reduction of a sample's unit scores into its score (detection sums
+            over boxes).
+        log_interval: Progress output every this many samples.
+    """
+
+    def __init__(self, perturbation: dict | None = None, engine: dict | None = None,
+                 mode: str = 'max', objective_reduction: str = 'mean',
+                 score_reduction: str = 'sum', log_interval: int = 500) -> None:
+        super().__init__(log_interval=log_interval)
+        if mode not in ('max', 'diff'):
+            raise ValueError(f"mode must be 'max' or 'diff', got {mode!r}")
+        self.subtract_clean = mode == 'diff'
+        self.mode = mode
+        self.objective_reduction = check_reduction('objective_reduction', objective_reduction)
+        self.score_reduction = check_reduction('score_reduction', score_reduction)
+        self.perturbation = PERTURBATIONS.build(perturbation or dict(type='SAMPerturbation'))
+        self.engine = ENGINES.build(engine or dict(type='ReferenceEngine'))
+
+    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+        out_ids, scores, clean_losses, units_out = [], [], [], []
+        start, last = time.perf_counter(), [0]
+        for ids, clean, perturbed in self.engine.run(task, model, sample_ids,
+                                                     self.perturbation,
+                                                     self.objective_reduction):
+            unit_scores = perturbed - clean if self.subtract_clean else perturbed
+            out_ids.append(np.asarray(ids, dtype=np.int64))
+            scores.append(to_numpy(reduce_units(unit_scores, self.score_reduction)))
+            clean_losses.append(to_numpy(reduce_units(clean, self.score_reduction)))
+            if unit_scores.dim() > 1:
+                units_out.extend(to_numpy(u) for u in unit_scores)
+            self._progress(sum(len(i) for i in out_ids), len(sample_ids), start, last)
+        ids = np.concatenate(out_ids) if out_ids else np.zeros(0, np.int64)
+        if not np.array_equal(ids, sample_ids):
+            raise RuntimeError(f'{type(task).__name__}.pool_batches changed the order of ids')
+        return ScoreResult(
+            sample_ids=ids,
+            scores=np.concatenate(scores) if scores else np.zeros(0),
+            unit_scores=units_out or None,
+            extras={'clean_loss': np.concatenate(clean_losses) if clean_losses
+                    else np.zeros(0)})
+
+    def __repr__(self) -> str:
+        return (f'SharpnessScorer({self.perturbation!r}, engine={type(self.engine).__name__}, '
+                f'mode={self.mode!r})')
+
+
+@SCORERS.register_module()
+class RandomScorer(BaseScorer):
+    """Uniform random scores: with top-k selection, a uniformly random query (baseline)."""
+
+    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+        return ScoreResult(sample_ids=sample_ids, scores=rng.random(len(sample_ids)))
+
+
+__all__ = ['SharpnessScorer', 'RandomScorer']

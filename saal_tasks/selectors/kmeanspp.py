@@ -1,0 +1,80 @@
+"""k-means++ seeding as a selector: on the 1-D scores (the paper's "w/ k-means++") or on
+embeddings."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import kmeans_plusplus
+
+from ..registry import SELECTORS
+from .base import BaseSelector
+
+
+def _d2_fill(points: np.ndarray, picked: list[int], budget: int,
+             rng: np.random.Generator) -> list[int]:
+    """Extend ``picked`` to ``budget`` unique indices by D² sampling without replacement.
+
+    Args:
+        points: Candidates, shape ``[N, D]``.
+        picked: Indices already chosen (at least one).
+        budget: Total number of indices wanted.
+        rng: Generator for the draws.
+
+    Returns:
+        ``picked`` extended in place to length ``budget``.
+    """
+    chosen = np.zeros(len(points), dtype=bool)
+    chosen[picked] = True
+    d2 = np.min([((points - points[i]) ** 2).sum(axis=1) for i in picked], axis=0)
+    while len(picked) < budget:
+        weights = np.where(chosen, 0.0, d2)
+        total = weights.sum()
+        if total > 0:
+            nxt = int(rng.choice(len(points), p=weights / total))
+        else:
+            # Every remaining candidate coincides with a chosen one: D² gives no preference,
+            # so draw uniformly among them to still return exactly the budget.
+            nxt = int(rng.choice(np.flatnonzero(~chosen)))
+        picked.append(nxt)
+        chosen[nxt] = True
+        d2 = np.minimum(d2, ((points - points[nxt]) ** 2).sum(axis=1))
+    return picked
+
+
+@SELECTORS.register_module()
+class ScoreKMeansPPSelector(BaseSelector):
+    """k-means++ seeding on the 1-D score vector (Table 1's "w/ k-means++").
+
+    The first pick is the highest score; each next pick is drawn with probability
+    proportional to its squared score distance to the nearest pick, without replacement. The
+    result spreads the query over the score range while favouring isolated high scores.
+    """
+
+    def _select(self, scores, budget, rng, embeddings):
+        first = int(np.argmax(scores))
+        return np.asarray(_d2_fill(scores[:, None], [first], budget, rng), dtype=np.int64)
+
+
+@SELECTORS.register_module()
+class EmbeddingKMeansPPSelector(BaseSelector):
+    """k-means++ seeding on task embeddings (scikit-learn's ``kmeans_plusplus``).
+
+    Args:
+        weight_by_score: Scale each embedding by its score first, so that high-score samples
+            lie farther out and are favoured (the idea of BADGE's gradient embeddings).
+    """
+
+    needs_embeddings = True
+
+    def __init__(self, weight_by_score: bool = False) -> None:
+        self.weight_by_score = weight_by_score
+
+    def _select(self, scores, budget, rng, embeddings):
+        points = np.asarray(embeddings, dtype=np.float64)
+        if self.weight_by_score:
+            points = points * scores[:, None]
+        seed = int(rng.integers(2**31 - 1))
+        _, indices = kmeans_plusplus(points, n_clusters=budget, random_state=seed)
+        # scikit-learn may repeat an index when points coincide; keep first occurrences and
+        # complete the budget by D² sampling so the query is always unique and complete.
+        unique = list(dict.fromkeys(int(i) for i in indices))
+        return np.asarray(_d2_fill(points, unique, budget, rng), dtype=np.int64)
