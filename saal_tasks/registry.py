@@ -11,7 +11,8 @@ from mmengine.registry import Registry
 #: Task adapters (classification, detection, segmentation): data, model, train, evaluate.
 TASKS = Registry('task', scope='saal_tasks', locations=['saal_tasks.tasks'])
 #: Acquisition scorers: one score per unit (image, box or pixel).
-SCORERS = Registry('scorer', scope='saal_tasks', locations=['saal_tasks.scorers'])
+SCORERS = Registry('scorer', scope='saal_tasks',
+                   locations=['saal_tasks.scorers', 'saal_tasks.strategies'])
 #: Weight perturbations (SAM with dual norm q, ASAM) used by the sharpness scorer.
 PERTURBATIONS = Registry(
     'perturbation', scope='saal_tasks', locations=['saal_tasks.core.perturbation'])
@@ -22,15 +23,22 @@ SELECTORS = Registry('selector', scope='saal_tasks', locations=['saal_tasks.sele
 #: Oracles: answer a query with annotations (simulated ground truth, files, ...).
 ORACLES = Registry('oracle', scope='saal_tasks', locations=['saal_tasks.oracles'])
 #: Hooks called by the active-learning loop at fixed points of each round.
-AL_HOOKS = Registry('al_hook', scope='saal_tasks', locations=['saal_tasks.hooks'])
+AL_HOOKS = Registry('al_hook', scope='saal_tasks',
+                    locations=['saal_tasks.hooks', 'saal_tasks.strategies'])
 #: Networks built by task adapters (classification backbones and heads).
-MODELS = Registry('model', scope='saal_tasks', locations=['saal_tasks.tasks.classification'])
+MODELS = Registry('model', scope='saal_tasks',
+                  locations=['saal_tasks.tasks.classification', 'saal_tasks.strategies'])
 #: Dataset builders used by task adapters.
 DATASETS = Registry(
     'dataset', scope='saal_tasks', locations=['saal_tasks.tasks.classification'])
 #: Optimizers: our SAM plus every torch optimizer through mmengine's registry (the parent).
 OPTIMIZERS = Registry(
     'optimizer', parent=MMENGINE_OPTIMIZERS, scope='saal_tasks', locations=['saal_tasks.optim'])
+#: Training extensions: auxiliary modules and losses added to a task's training (LL4AL).
+TRAIN_EXTENSIONS = Registry(
+    'train_extension', scope='saal_tasks', locations=['saal_tasks.strategies'])
+#: Sample embeddings for diversity selectors (model features, raw inputs, precomputed files).
+EMBEDDINGS = Registry('embedding', scope='saal_tasks', locations=['saal_tasks.strategies'])
 
 __all__ = ['TASKS', 'SCORERS', 'PERTURBATIONS', 'ENGINES', 'SELECTORS', 'ORACLES', 'AL_HOOKS', 'MODELS', 'DATASETS',
-           'OPTIMIZERS']
+           'OPTIMIZERS', 'TRAIN_EXTENSIONS', 'EMBEDDINGS']

@@ -72,11 +72,16 @@ def test_zero_gradient_gives_zero_epsilon():
     assert torch.equal(eps[0], torch.zeros(3))
 
 
-def test_invalid_arguments():
-    with pytest.raises(ValueError, match='q must be >= 1'):
+@pytest.mark.parametrize('rho', [0, -1, float('nan'), float('inf'), '0.05'])
+def test_invalid_rho(rho):
+    for cls in (SAMPerturbation, ASAMPerturbation):
+        with pytest.raises(ValueError, match='rho must be a finite number > 0'):
+            cls(rho=rho)
+
+
+def test_invalid_q():
+    with pytest.raises(ValueError, match='q must be a finite number >= 1'):
         SAMPerturbation(q=0.5)
-    with pytest.raises(ValueError, match='rho'):
-        ASAMPerturbation(rho=-1)
 
 
 @pytest.mark.parametrize('pert_cfg', [dict(type='SAMPerturbation', rho=0.05),

@@ -5,11 +5,12 @@ Example::
     python tools/train_al.py configs/cls/saal_cnn_digits.py
     python tools/train_al.py configs/cls/saal_cnn_digits.py --resume
     python tools/train_al.py CONFIG --cfg-options al.num_rounds=5 scorer.mode=diff --seed 1
+
+Exit codes: 0 done, 2 bad input (one ``error:`` line), 3 waiting for human labels.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 from pathlib import Path
@@ -17,16 +18,13 @@ from pathlib import Path
 # Running from a checkout without installing still finds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
-from saal_tasks.core.loop import MANIFEST, ActiveLearningLoop, ResumeError  # noqa: E402
-from saal_tasks.core.pool_state import PoolStateMismatchError  # noqa: E402
-
-#: Errors that mean "the input is wrong", reported as one line (set SAAL_DEBUG=1 for the
-#: traceback). Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ResumeError, PoolStateMismatchError, FileNotFoundError, KeyError, TypeError,
-               ValueError)
+from saal_tasks.cli import load_config, run_reporting_errors  # noqa: E402
+from saal_tasks.core.dist import barrier, init_launcher, rank_and_world  # noqa: E402
+from saal_tasks.core.errors import ResumeError  # noqa: E402
+from saal_tasks.core.loop import MANIFEST, ActiveLearningLoop  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,57 +35,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. al.num_rounds=5 scorer.mode=diff')
     parser.add_argument('--resume', action='store_true',
-                        help='continue the run in the work dir after its last finished round')
+                        help='continue the run in the work dir at its first unfinished stage')
+    parser.add_argument('--allow-config-change', action='store_true',
+                        help='with --resume, accept a config that differs from the one the '
+                        'run started with (recorded in the manifest)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                        help="'pytorch' when started by torchrun: distributed training and "
+                        'sharded scoring')
     parser.add_argument('--seed', type=int, help='seed of every random choice (default: '
                         'the config\'s seed)')
     return parser.parse_args(argv)
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    """The config with command-line overrides applied (the only place the CLI touches it)."""
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file {args.config} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.seed is not None:
-        cfg.seed = args.seed
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args)
+
+    def run() -> int:
+        cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                          seed=args.seed)
         work_dir = Path(cfg.work_dir)
+        init_launcher(args.launcher)
+        rank, _ = rank_and_world()
         if not args.resume and (work_dir / MANIFEST).exists():
             raise ResumeError(f'{work_dir} already holds a run: pass --resume to continue it, '
                               'or choose another --work-dir')
-        work_dir.mkdir(parents=True, exist_ok=True)
-        MMLogger.get_instance('saal_tasks', log_file=str(work_dir / 'run.log'),
-                              log_level='INFO')
+        barrier()  # every rank has checked before rank 0 writes anything
         loop = ActiveLearningLoop.from_cfg(cfg)
-        if not args.resume:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        # Rank 0 logs (and writes); the other ranks only report warnings.
+        MMLogger.get_instance('saal_tasks', log_file=str(work_dir / 'run.log') if rank == 0
+                              else None, log_level='INFO' if rank == 0 else 'WARNING')
+        if not args.resume and rank == 0:
             # A resumed run keeps the config it was started with (its hash is checked).
             cfg.dump(str(work_dir / osp.basename(args.config)))
-        records = loop.run(resume=args.resume)
-    except USER_ERRORS as err:
-        if os.environ.get('SAAL_DEBUG'):
-            raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f'error: {message}', file=sys.stderr)
-        return 2
-    if records:
-        last = records[-1]
-        metric = {k: v for k, v in last.items() if k not in ('round', 'num_labeled')
-                  and not k.endswith('_s') and not k.startswith('num_')}
-        print(f'finished: {len(records)} rounds, {last["num_labeled"]} labeled, {metric}; '
-              f'outputs in {cfg.work_dir}')
-    return 0
+        records = loop.run(resume=args.resume, allow_config_change=args.allow_config_change)
+        if loop.pending is not None:
+            if rank == 0:
+                print(f'waiting for labels: {loop.pending}')
+            return 3
+        if records and rank == 0:
+            last = records[-1]
+            metric = {k: v for k, v in last.items() if k not in ('round', 'num_labeled')
+                      and not k.endswith('_s') and not k.startswith('num_')}
+            print(f'finished: {len(records)} rounds, {last["num_labeled"]} labeled, {metric}; '
+                  f'outputs in {cfg.work_dir}')
+        return 0
+
+    return run_reporting_errors(run)
 
 
 if __name__ == '__main__':

@@ -1,11 +1,14 @@
 """Atomic file writes: a reader never sees a half-written file, a crash never corrupts one."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
+
+from .errors import WorkDirError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -17,6 +20,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     Args:
         path: Destination file.
         write: Callable that writes the full content to the binary file object it is given.
+
+    Raises:
+        WorkDirError: The file could not be written (disk full, permissions).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,9 +33,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise WorkDirError(
+                f'could not write {path} ({err.strerror or err}); the previous version is '
+                'intact: free disk space or fix permissions, then rerun with --resume') from err
         raise
 
 
@@ -43,3 +53,8 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line to ``path`` (one record per completed round)."""
     with open(path, 'a') as f:
         f.write(json.dumps(record, sort_keys=True) + '\n')
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (state files are small; read in one go)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

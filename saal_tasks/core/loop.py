@@ -1,19 +1,26 @@
-"""The active-learning loop (paper Algorithm 1) with persisted, resumable rounds.
+"""The active-learning loop (paper Algorithm 1) as resumable, idempotent stages.
 
-Round ``r`` (1-based) trains on every sample labeled in rounds ``1..r``, evaluates, and —
-except in the last round — draws a random subset of the unlabeled pool, scores it, selects a
-query, asks the oracle, and labels the query with round ``r + 1``. The initial labeled set is
-round 1 and is chosen in "round 0". Everything a round did is written to
-``work_dir/rounds/round_NNN/`` before ``work_dir/manifest.json`` records the round as done,
-so an interrupted run resumes from the last finished round and ends with the same labels.
+Round ``r`` (1-based) runs the stages ``train`` (on every sample labeled in rounds ``1..r``),
+``evaluate``, and — except in the last round — ``score`` (a random subset of the unlabeled
+pool), ``select``, ``label`` (ask the oracle; the answers get round ``r + 1``), then
+``commit``. The initial labeled set is round 1 and is chosen in "round 0".
+
+Each stage writes its outputs under ``work_dir/rounds/round_NNN/`` atomically, then records
+itself in ``work_dir/manifest.json`` with the outputs' checksums. ``run(resume=True)``
+verifies the checksums and restarts at the first unrecorded stage, reloading what finished
+stages produced; because every random choice of a round is drawn from a generator seeded by
+``(seed, round, stream)``, a resumed run ends exactly like an uninterrupted one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,33 +29,69 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..hooks.base import ALHook
-from ..oracles.simulated import BaseOracle
+from ..oracles.base import BaseOracle, QueryPending
 from ..registry import AL_HOOKS, ORACLES, SCORERS, SELECTORS, TASKS
 from ..scorers.base import BaseScorer, ScoreResult
 from ..selectors.base import BaseSelector
-from .io import append_jsonl, atomic_write, atomic_write_json
+from .build import build_component, check_kwargs
+from .dist import barrier, gather_in_rank_order, rank_and_world, shard
+from .errors import (AnnotationError, ConfigError, ResumeError, ScoreError,
+                     StateCorruptedError, WorkDirError)
+from .io import atomic_write, atomic_write_json
+from .manifest import MANIFEST_NAME, Manifest
 from .pool_state import PoolState
 from .task import BaseTask
 
-# Independent random streams per round: (seed, round, stream) -> generator. Deriving them
-# instead of carrying one generator through the run makes every round reproducible on its own,
-# which is what makes a resumed run identical to an uninterrupted one.
+# Independent random streams per round: (seed, round, stream) -> generator.
 _STREAM_INITIAL, _STREAM_SUBSET, _STREAM_SCORE, _STREAM_SELECT, _STREAM_TRAIN = range(5)
 
-MANIFEST = 'manifest.json'
+MANIFEST = MANIFEST_NAME
 METRICS = 'metrics.jsonl'
+CONFIG_JSON = 'config.json'
+#: Keys that do not change what a run computes.
+_IGNORED_KEYS = ('work_dir',)
+
+__all__ = ['ActiveLearningLoop', 'ResumeError', 'config_hash', 'MANIFEST', 'METRICS']
 
 
-class ResumeError(RuntimeError):
-    """The work directory cannot be resumed with the given configuration."""
-
-
-def config_hash(cfg: Config | dict) -> str:
-    """SHA-256 of a config, ignoring keys that do not change results (``work_dir``)."""
+def _plain_config(cfg: Config | Mapping) -> dict[str, Any]:
     data = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
-    data = {k: v for k, v in data.items() if k not in ('work_dir',)}
-    text = json.dumps(data, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    data = {k: v for k, v in data.items() if k not in _IGNORED_KEYS}
+    # JSON round trip: tuples become lists, objects their repr, so hashes are stable.
+    return json.loads(json.dumps(data, sort_keys=True, default=repr))
+
+
+def config_hash(cfg: Config | Mapping) -> str:
+    """SHA-256 of a config, ignoring keys that do not change results (``work_dir``)."""
+    return hashlib.sha256(json.dumps(_plain_config(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(data: Any, prefix: str = '') -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f'{prefix}{k}.'))
+        return out
+    return {prefix[:-1]: data}
+
+
+def config_diff(old: Mapping, new: Mapping) -> list[str]:
+    """Dotted keys whose values differ between two plain configs, sorted."""
+    a, b = _flatten(dict(old)), _flatten(dict(new))
+    return sorted(k for k in set(a) | set(b) if a.get(k, '<unset>') != b.get(k, '<unset>'))
+
+
+@dataclass
+class _Round:
+    """What the stages of one round hand to each other."""
+
+    index: int
+    model: nn.Module | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    candidates: np.ndarray | None = None
+    result: ScoreResult | None = None
+    selected: np.ndarray | None = None
+    record: dict[str, Any] | None = None
 
 
 class ActiveLearningLoop:
@@ -69,49 +112,63 @@ class ActiveLearningLoop:
             ``'random'``.
         train_mode: ``'scratch'`` (a new model each round) or ``'continue'`` (keep training
             the previous round's model).
-        seed: Seed of every random choice of the run.
+        seed: Seed of every random choice of the run (non-negative).
         hooks: Loop hooks.
-        config_hash: Hash of the run's config; a resume with another config is refused.
+        config: Plain config of the run (for the resume check and its explanation).
         embed_batch_size: Batch size for embeddings (selectors that need them).
+        run_name: Name used in plots and logs.
     """
 
     def __init__(self, task: BaseTask, scorer: BaseScorer, selector: BaseSelector,
-                 oracle: BaseOracle, *, work_dir: str, num_rounds: int, budget: int,
-                 initial_size: int, subset_size: int | None = None,
+                 oracle: BaseOracle, *, work_dir: str | os.PathLike, num_rounds: int,
+                 budget: int, initial_size: int, subset_size: int | None = None,
                  initial_strategy: str = 'balanced', train_mode: str = 'scratch',
-                 seed: int = 0, hooks: Sequence[ALHook] = (), config_hash: str = '',
-                 embed_batch_size: int = 256, run_name: str = 'saal') -> None:
+                 seed: int = 0, hooks: Sequence[ALHook] = (),
+                 config: Mapping[str, Any] | None = None, embed_batch_size: int = 256,
+                 run_name: str = 'saal') -> None:
         if initial_strategy not in ('balanced', 'random'):
-            raise ValueError(
-                f"initial_strategy must be 'balanced' or 'random', got {initial_strategy!r}")
+            raise ConfigError(
+                f"al.initial_strategy must be 'balanced' or 'random', got {initial_strategy!r}")
         if train_mode not in ('scratch', 'continue'):
-            raise ValueError(f"train_mode must be 'scratch' or 'continue', got {train_mode!r}")
-        for name, value in (('num_rounds', num_rounds), ('budget', budget),
-                            ('initial_size', initial_size)):
-            if value < (0 if name == 'num_rounds' else 1):
-                raise ValueError(f'{name} must be positive, got {value}')
-        if subset_size is not None and subset_size < budget:
-            raise ValueError(f'subset_size ({subset_size}) must be >= budget ({budget}): '
-                             'the query is chosen from the scored subset')
+            raise ConfigError(
+                f"al.train_mode must be 'scratch' or 'continue', got {train_mode!r}")
+        for name, value, low in (('num_rounds', num_rounds, 0), ('budget', budget, 1),
+                                 ('initial_size', initial_size, 1)):
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ConfigError(f'al.{name} must be an integer >= {low}, got {value!r}')
+        if subset_size is not None:
+            if not isinstance(subset_size, (int, np.integer)) or subset_size < 1:
+                raise ConfigError(f'al.subset_size must be an integer >= 1, or None to score '
+                                  f'the whole unlabeled pool; got {subset_size!r}')
+            if subset_size < budget:
+                raise ConfigError(f'al.subset_size ({subset_size}) must be >= budget '
+                                  f'({budget}): the query is chosen from the scored subset')
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f'seed must be a non-negative integer, got {seed!r}')
         self.task = task
         self.scorer = scorer
         self.selector = selector
         self.oracle = oracle
         self.work_dir = Path(work_dir)
-        self.num_rounds = num_rounds
-        self.budget = budget
-        self.initial_size = initial_size
+        self.num_rounds = int(num_rounds)
+        self.budget = int(budget)
+        self.initial_size = int(initial_size)
         self.subset_size = subset_size
         self.initial_strategy = initial_strategy
         self.train_mode = train_mode
-        self.seed = seed
+        self.seed = int(seed)
         self.hooks = list(hooks)
-        self.config_hash = config_hash
+        self.config = _plain_config(config or {})
+        self.config_hash = config_hash(self.config) if config is not None else ''
         self.embed_batch_size = embed_batch_size
         self.run_name = run_name
         self.state: PoolState | None = None
         self.model: nn.Module | None = None
         self.records: list[dict[str, Any]] = []
+        self.manifest: Manifest | None = None
+        #: Set when the run stopped to wait for human answers (see FileOracle).
+        self.pending: QueryPending | None = None
+        self.rank, self.world_size = 0, 1
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -123,20 +180,28 @@ class ActiveLearningLoop:
         and ``work_dir``.
         """
         for key in ('task', 'scorer', 'selector', 'al', 'work_dir'):
-            if key not in cfg:
-                raise KeyError(f'config has no {key!r}: inherit a base config from '
-                               "configs/_base_ or add it")
+            if cfg.get(key) is None:
+                raise ConfigError(f'the config has no {key!r}: inherit a base config from '
+                                  'configs/_base_ or add it')
+        al = dict(cfg.al)
+        check_kwargs(cls.__init__, al, 'al')
+        reserved = {'task', 'scorer', 'selector', 'oracle', 'work_dir', 'seed', 'hooks',
+                    'config', 'run_name'} & set(al)
+        if reserved:
+            raise ConfigError(f'al.{sorted(reserved)[0]} belongs at the top level of the '
+                              'config, not inside al')
         return cls(
-            task=TASKS.build(cfg.task),
-            scorer=SCORERS.build(cfg.scorer),
-            selector=SELECTORS.build(cfg.selector),
-            oracle=ORACLES.build(cfg.get('oracle', dict(type='SimulatedOracle'))),
+            task=build_component(TASKS, cfg.task, 'task'),
+            scorer=build_component(SCORERS, cfg.scorer, 'scorer'),
+            selector=build_component(SELECTORS, cfg.selector, 'selector'),
+            oracle=build_component(ORACLES, cfg.get('oracle', dict(type='SimulatedOracle')),
+                                   'oracle'),
             work_dir=cfg.work_dir,
-            seed=int(cfg.get('seed', 0)),
-            hooks=[AL_HOOKS.build(h) for h in cfg.get('hooks', [])],
-            config_hash=config_hash(cfg),
+            seed=cfg.get('seed', 0),
+            hooks=[build_component(AL_HOOKS, h, 'hooks[]') for h in cfg.get('hooks', [])],
+            config=cfg,
             run_name=Path(cfg.filename).stem if cfg.filename else 'saal',
-            **cfg.al)
+            **al)
 
     # ------------------------------------------------------------------ randomness
     def _seed(self, stream: int, round_idx: int) -> int:
@@ -150,18 +215,63 @@ class ActiveLearningLoop:
         """Folder of what round ``round_idx`` wrote (round 0 = the initial labeled set)."""
         return self.work_dir / 'rounds' / f'round_{round_idx:03d}'
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files (rank 0, or the only process)."""
+        return self.rank == 0
+
     # ------------------------------------------------------------------ run
-    def run(self, resume: bool = False) -> list[dict[str, Any]]:
-        """Run (or resume) the experiment; returns one metrics record per finished round."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        completed = self._resume() if resume else self._start()
-        for hook in self.hooks:
-            hook.before_run(self)
-        for round_idx in range(completed + 1, self.num_rounds + 2):
-            self._run_round(round_idx)
+    def run(self, resume: bool = False,
+            allow_config_change: bool = False) -> list[dict[str, Any]]:
+        """Run (or resume) the experiment.
+
+        Args:
+            resume: Continue the run in ``work_dir`` at its first unfinished stage.
+            allow_config_change: With ``resume``, accept a config that differs from the one
+                that started the run (recorded in the manifest's history).
+
+        Returns:
+            One metrics record per finished round.
+        """
+        self.rank, self.world_size = rank_and_world()
+        self._check_writable()
+        if resume and self.is_main:
+            # Temporary files of writes interrupted before their rename: never part of the
+            # state, safe to delete.
+            for stale in self.work_dir.rglob('.*.tmp'):
+                stale.unlink()
+        if resume and not (self.work_dir / MANIFEST).exists() and \
+                (self.work_dir / CONFIG_JSON).exists():
+            # Killed before the initial set was recorded: nothing to keep, start it again.
+            print_log(f'{self.work_dir} holds no finished stage: starting the run',
+                      logger='current')
+            resume = False
+        self.oracle.attach(self.work_dir)
+        self.pending = None
+        try:
+            start_round = self._resume(allow_config_change) if resume else self._start()
+            barrier()  # every rank has read the state before any writes again
+            for hook in self.hooks:
+                hook.before_run(self)
+            for round_idx in range(start_round, self.num_rounds + 2):
+                self._run_round(round_idx)
+        except QueryPending as pending:
+            # A normal stop: the answers come back through --resume.
+            self.pending = pending
+            print_log(str(pending), logger='current')
+            return self.records
         for hook in self.hooks:
             hook.after_run(self, self.records)
         return self.records
+
+    def _check_writable(self) -> None:
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.work_dir):
+                pass
+        except OSError as err:
+            raise WorkDirError(f'work directory {self.work_dir} is not writable '
+                               f'({err.strerror or err}): choose another --work-dir') from None
 
     def _start(self) -> int:
         if (self.work_dir / MANIFEST).exists():
@@ -169,19 +279,35 @@ class ActiveLearningLoop:
                 f'{self.work_dir} already holds a run: pass --resume to continue it, or '
                 'choose another --work-dir')
         ids = self.task.sample_ids()
+        if len(ids) == 0:
+            raise ConfigError(f'the pool of {type(self.task).__name__} is empty: check the '
+                              'dataset config (root, split)')
+        if self.initial_size > len(ids):
+            raise ConfigError(f'al.initial_size ({self.initial_size}) is larger than the pool '
+                              f'({len(ids)} samples): lower al.initial_size')
         needed = self.initial_size + self.num_rounds * self.budget
         if needed > len(ids):
-            raise ValueError(
+            raise ConfigError(
                 f'the run needs {needed} samples (initial_size {self.initial_size} + '
                 f'num_rounds {self.num_rounds} x budget {self.budget}) but the pool has '
                 f'{len(ids)}: lower al.num_rounds or al.budget')
-        self.state = PoolState(ids)
+        self.manifest = Manifest(config_hash=self.config_hash, seed=self.seed)
+        barrier()  # every rank has run the checks above before rank 0 writes
+        if self.is_main:
+            atomic_write_json(self.work_dir / CONFIG_JSON, self.config)
+            self.manifest.save(self.work_dir)
+        barrier()
+        return self._initial_round()
+
+    def _initial_round(self) -> int:
+        """Round 0: choose and label the initial set (deterministic for the seed)."""
+        self.state = PoolState(self.task.sample_ids())
         initial = self._initial_ids(self.state.sample_ids)
         self._label(0, initial)
-        self._commit(0, record=None)
+        self._mark(0, 'commit')
         print_log(f'initial labeled set: {len(initial)} samples ({self.initial_strategy})',
                   logger='current')
-        return 0
+        return 1
 
     def _initial_ids(self, ids: np.ndarray) -> np.ndarray:
         rng = self._rng(_STREAM_INITIAL, 0)
@@ -189,8 +315,8 @@ class ActiveLearningLoop:
             return np.sort(rng.choice(ids, self.initial_size, replace=False))
         labels = self.task.stratify_labels(ids)
         if labels is None:
-            raise ValueError(f'{type(self.task).__name__} has no classes to balance: '
-                             "set al.initial_strategy='random'")
+            raise ConfigError(f'{type(self.task).__name__} has no classes to balance: '
+                              "set al.initial_strategy='random'")
         classes = np.unique(labels)
         per_class = np.full(len(classes), self.initial_size // len(classes))
         # The remainder goes to randomly chosen classes, one extra sample each.
@@ -199,159 +325,341 @@ class ActiveLearningLoop:
         for c, k in zip(classes, per_class):
             members = ids[labels == c]
             if k > len(members):
-                raise ValueError(f'class {c} has only {len(members)} samples, {k} needed for '
-                                 "a balanced initial set: use initial_strategy='random'")
+                raise ConfigError(f'class {c} has only {len(members)} samples, {k} needed '
+                                  "for a balanced initial set: use "
+                                  "al.initial_strategy='random'")
             chosen.append(rng.choice(members, k, replace=False))
         return np.sort(np.concatenate(chosen))
 
-    def _label(self, round_idx: int, ids: np.ndarray) -> None:
-        """Ask the oracle for ``ids``, record them as labeled in ``round_idx + 1``, persist."""
-        annotations = self.oracle.annotate(self.task, ids)
-        missing = set(int(i) for i in ids) - set(annotations)
-        if missing:
-            raise ValueError(f'the oracle did not annotate ids {sorted(missing)[:5]}')
-        self.state.mark_labeled(ids, round_idx + 1)
-        self.task.set_annotations({int(i): annotations[int(i)] for i in ids})
-        out = self.round_dir(round_idx)
-        atomic_write_json(out / 'annotations.json',
-                          {str(int(i)): self.task.encode_annotation(annotations[int(i)])
-                           for i in ids})
-        self.state.save(out / 'pool_state.npz')
-
-    def _commit(self, round_idx: int, record: dict[str, Any] | None) -> None:
-        """Mark ``round_idx`` as finished; the manifest is written last, atomically."""
-        if record is not None:
-            append_jsonl(self.work_dir / METRICS, record)
-            self.records.append(record)
-        atomic_write_json(self.work_dir / MANIFEST, {
-            'completed_round': round_idx,
-            'num_rounds': self.num_rounds,
-            'config_hash': self.config_hash,
-            'seed': self.seed,
-        })
-
-    def _resume(self) -> int:
-        manifest_path = self.work_dir / MANIFEST
-        if not manifest_path.exists():
+    # ------------------------------------------------------------------ resume
+    def _resume(self, allow_config_change: bool) -> int:
+        if not (self.work_dir / MANIFEST).exists():
             raise ResumeError(f'nothing to resume in {self.work_dir} (no {MANIFEST}): '
                               'run without --resume to start')
-        manifest = json.loads(manifest_path.read_text())
-        if self.config_hash and manifest['config_hash'] != self.config_hash:
-            raise ResumeError(
-                f'{self.work_dir} was started with a different config (hash '
-                f"{manifest['config_hash'][:12]} vs {self.config_hash[:12]}): resume with the "
-                'original config (work_dir/<name>.py) or start a new --work-dir')
-        completed = int(manifest['completed_round'])
-        self.state = PoolState.load(self.round_dir(completed) / 'pool_state.npz',
-                                    expected_ids=self.task.sample_ids())
-        annotations = {}
-        for r in range(completed + 1):
+        manifest = Manifest.load(self.work_dir)
+        if self.config_hash and manifest.config_hash != self.config_hash:
+            self._config_changed(manifest, allow_config_change)
+        manifest.verify(self.work_dir)
+        self.manifest = manifest
+        if manifest.round == 0 and 'commit' not in manifest.stages:
+            return self._initial_round()  # stopped before the initial set was labeled
+        # Annotations first: a dataset whose classes changed is named by its file.
+        annotations: dict[int, Any] = {}
+        for r in range(manifest.round + 1):
             path = self.round_dir(r) / 'annotations.json'
-            if path.exists():
-                annotations.update({int(k): self.task.decode_annotation(v)
-                                    for k, v in json.loads(path.read_text()).items()})
+            if str(path.relative_to(self.work_dir)) in manifest.files:
+                raw = json.loads(path.read_text())
+                decoded = {int(k): self.task.decode_annotation(v) for k, v in raw.items()}
+                try:
+                    self.task.validate_annotations(decoded)
+                except (AnnotationError, ValueError) as err:
+                    raise AnnotationError(f'{path}: {err}') from None
+                annotations.update(decoded)
+        self.state = PoolState.load(self.work_dir / manifest.pool_state,
+                                    expected_ids=self.task.sample_ids())
         if set(annotations) != set(int(i) for i in self.state.labeled_ids()):
-            raise ResumeError(f'annotations in {self.work_dir}/rounds do not match the pool '
-                              'state: the work directory was modified; start a new one')
+            raise StateCorruptedError(
+                f'annotations in {self.work_dir}/rounds do not match the pool state: the work '
+                'directory was modified; start a new one')
         self.task.set_annotations(annotations)
-        # Drop metric lines of a round that was interrupted after logging but before commit.
         metrics_path = self.work_dir / METRICS
         lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        self.records = [json.loads(l) for l in lines if l.strip()]
-        self.records = [r for r in self.records if r['round'] <= completed]
-        text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in self.records)
-        atomic_write(metrics_path, lambda f: f.write(text.encode()))
-        if self.train_mode == 'continue' and completed >= 1:
-            self.model = self.task.build_model(self._seed(_STREAM_TRAIN, 0))
-            state_dict = torch.load(self.round_dir(completed) / 'model.pth',
-                                    map_location='cpu', weights_only=True)
-            self.model.load_state_dict(state_dict)
-        print_log(f'resuming {self.work_dir} after round {completed} '
-                  f'({self.state.num_labeled} labeled)', logger='current')
-        return completed
+        records = [json.loads(line) for line in lines if line.strip()]
+        self.records = [r for r in records if r['round'] <= manifest.completed_round]
+        if manifest.completed_round >= 1:
+            # The previous round's model: trained in 'continue' mode, inspected by hooks.
+            self.model = self._load_model(manifest.completed_round)
+        manifest.history.append(f'resumed at round {manifest.round} after stages '
+                                f'{manifest.stages}')
+        print_log(f'resuming {self.work_dir}: round {manifest.round}, stages done '
+                  f'{manifest.stages or "none"} ({self.state.num_labeled} labeled)',
+                  logger='current')
+        return manifest.completed_round + 1 if 'commit' in manifest.stages else manifest.round
 
+    def _config_changed(self, manifest: Manifest, allow: bool) -> None:
+        stored = self.work_dir / CONFIG_JSON
+        old = json.loads(stored.read_text()) if stored.exists() else {}
+        changed = config_diff(old, self.config) if old else ['(unknown)']
+        shown = ', '.join(changed[:5]) + (f' and {len(changed) - 5} more'
+                                          if len(changed) > 5 else '')
+        if not allow:
+            raise ResumeError(
+                f'{self.work_dir} was started with a different config (changed: {shown}); '
+                'a resumed run would not match the run it continues: resume with the original '
+                'config (saved in the work dir), start a new --work-dir, or pass '
+                '--allow-config-change to accept the change')
+        print_log(f'resuming with a changed config ({shown}), as allowed', logger='current',
+                  level=30)
+        manifest.history.append(f'config changed on resume: {shown}')
+        manifest.config_hash = self.config_hash
+        if self.is_main:
+            atomic_write_json(stored, self.config)
+
+    # ------------------------------------------------------------------ persistence
+    def _write(self, path: Path, write: Callable) -> None:
+        """Atomically write a state file and remember its checksum (rank 0 only)."""
+        if self.is_main:
+            atomic_write(path, write)
+            self.manifest.record_file(self.work_dir, path)
+
+    def _write_json(self, path: Path, obj: Any) -> None:
+        data = json.dumps(obj, indent=2, sort_keys=True).encode()
+        self._write(path, lambda f: f.write(data))
+
+    def _mark(self, round_idx: int, stage: str, seconds: float | None = None) -> None:
+        """Record a finished stage; the manifest is written last, atomically."""
+        if self.manifest.round != round_idx:
+            self.manifest.round, self.manifest.stages, self.manifest.timings = round_idx, [], {}
+        self.manifest.stages.append(stage)
+        if seconds is not None:
+            self.manifest.timings[f'{stage}_s'] = round(seconds, 4)
+        if stage == 'commit':
+            self.manifest.completed_round = round_idx
+        if self.is_main:
+            self.manifest.save(self.work_dir)
+        barrier()  # every rank has finished the stage before any starts the next
+
+    def _save_model(self, round_idx: int, model: nn.Module) -> None:
+        state_dict = model.state_dict()
+        self._write(self.round_dir(round_idx) / 'model.pth', lambda f: torch.save(state_dict, f))
+
+    def _load_model(self, round_idx: int) -> nn.Module:
+        model = self.task.build_model(self._seed(_STREAM_TRAIN, round_idx))
+        # Plain tensors only: safe loading is enough and stays on.
+        state_dict = torch.load(self.round_dir(round_idx) / 'model.pth', map_location='cpu',
+                                weights_only=True)
+        model.load_state_dict(state_dict)
+        return model
+
+    # ------------------------------------------------------------------ a round
     def _run_round(self, round_idx: int) -> None:
         acquires = round_idx <= self.num_rounds
-        for hook in self.hooks:
-            hook.before_round(self, round_idx)
-        labeled = self.state.labeled_ids()
-        print_log(f'round {round_idx}/{self.num_rounds + 1}: training on {len(labeled)} '
-                  'labeled samples', logger='current')
-        timings: dict[str, float] = {}
-
-        t0 = time.perf_counter()
-        if self.model is None or self.train_mode == 'scratch':
-            self.model = self.task.build_model(self._seed(_STREAM_TRAIN, round_idx))
-        self.model = self.task.train(self.model, labeled, seed=self._seed(_STREAM_TRAIN,
-                                                                          round_idx))
-        timings['train_s'] = time.perf_counter() - t0
-        for hook in self.hooks:
-            hook.after_train(self, round_idx, self.model)
-
-        t0 = time.perf_counter()
-        metrics = self.task.evaluate(self.model)
-        timings['eval_s'] = time.perf_counter() - t0
-        for hook in self.hooks:
-            hook.after_evaluate(self, round_idx, metrics)
-
-        out = self.round_dir(round_idx)
-        out.mkdir(parents=True, exist_ok=True)
-        record: dict[str, Any] = {'round': round_idx, 'num_labeled': int(len(labeled)),
-                                  **metrics}
+        done = set(self.manifest.stages) if self.manifest.round == round_idx else set()
+        ctx = _Round(round_idx)
+        self.round_dir(round_idx).mkdir(parents=True, exist_ok=True)
+        if not done:
+            for hook in self.hooks:
+                hook.before_round(self, round_idx)
+        stages = [('train', self._train), ('evaluate', self._evaluate)]
         if acquires:
-            selected, num_scored = self._acquire(round_idx, timings)
-            record['num_scored'] = num_scored
-            record['num_selected'] = int(len(selected))
-        else:
-            # The last round labels nothing; its state file still marks where a resume starts.
-            self.state.save(out / 'pool_state.npz')
-        if self.train_mode == 'continue':
-            state_dict = self.model.state_dict()
-            atomic_write(out / 'model.pth', lambda f: torch.save(state_dict, f))
-        record.update({k: round(v, 4) for k, v in timings.items()})
-        metric_text = ', '.join(f'{k}: {v:.4f}' for k, v in metrics.items())
-        print_log(f'round {round_idx}: {len(labeled)} labeled, {metric_text} '
-                  f"(train {timings['train_s']:.1f}s, score {timings.get('score_s', 0):.1f}s)",
-                  logger='current')
-        self._commit(round_idx, record)
-        for hook in self.hooks:
-            hook.after_round(self, round_idx, record)
+            stages += [('score', self._score), ('select', self._select),
+                       ('label', self._label_stage)]
+        stages.append(('commit', self._commit))
+        for name, stage in stages:
+            if name in done:
+                self._reload(name, ctx)
+                continue
+            t0 = time.perf_counter()
+            stage(ctx)
+            self._mark(round_idx, name, time.perf_counter() - t0)
+        if ctx.record is not None:  # hooks see a round only once it is fully persisted
+            for hook in self.hooks:
+                hook.after_round(self, round_idx, ctx.record)
 
-    def _acquire(self, round_idx: int, timings: dict[str, float]) -> tuple[np.ndarray, int]:
-        """Score a random subset of the unlabeled pool, select, annotate, persist."""
+    def _reload(self, stage: str, ctx: _Round) -> None:
+        """Restore what a stage finished before an interruption produced."""
+        out = self.round_dir(ctx.index)
+        if stage == 'train':
+            ctx.model = self.model = self._load_model(ctx.index)
+        elif stage == 'evaluate':
+            ctx.metrics = json.loads((out / 'metrics.json').read_text())
+        elif stage == 'score':
+            with np.load(out / 'scores.npz', allow_pickle=False) as data:
+                ctx.candidates = data['sample_ids']
+                ctx.result = ScoreResult(
+                    sample_ids=data['sample_ids'], scores=data['scores'],
+                    extras={k[len('extra_'):]: data[k] for k in data.files
+                            if k.startswith('extra_')})
+        elif stage == 'select':
+            ctx.selected = np.asarray(json.loads((out / 'selected.json').read_text())
+                                      ['sample_ids'], dtype=np.int64)
+
+    def _train(self, ctx: _Round) -> None:
+        labeled = self.state.labeled_ids()
+        print_log(f'round {ctx.index}/{self.num_rounds + 1}: training on {len(labeled)} '
+                  'labeled samples', logger='current')
+        seed = self._seed(_STREAM_TRAIN, ctx.index)
+        if self.model is None or self.train_mode == 'scratch':
+            self.model = self.task.build_model(seed)
+        self.model = self.task.train(self.model, labeled, seed=seed)
+        ctx.model = self.model
+        self._save_model(ctx.index, self.model)
+        for hook in self.hooks:
+            hook.after_train(self, ctx.index, self.model)
+
+    def _evaluate(self, ctx: _Round) -> None:
+        ctx.metrics = self.task.evaluate(self.model)
+        self._write_json(self.round_dir(ctx.index) / 'metrics.json', ctx.metrics)
+        for hook in self.hooks:
+            hook.after_evaluate(self, ctx.index, ctx.metrics)
+
+    def _score(self, ctx: _Round) -> None:
         unlabeled = self.state.unlabeled_ids()
         if self.subset_size is None or self.subset_size >= len(unlabeled):
             candidates = unlabeled
         else:
-            rng = self._rng(_STREAM_SUBSET, round_idx)
+            rng = self._rng(_STREAM_SUBSET, ctx.index)
             # Sorted absolute ids: scoring order (and tie-breaking) does not depend on draws.
             candidates = np.sort(rng.choice(unlabeled, self.subset_size, replace=False))
+        if len(candidates) < self.budget:
+            raise ConfigError(f'only {len(candidates)} unlabeled samples remain for a budget '
+                              f'of {self.budget}: lower al.budget or al.num_rounds')
+        result = self._score_sharded(candidates, self._rng(_STREAM_SCORE, ctx.index))
+        bad = ~np.isfinite(result.scores)
+        if bad.any():
+            raise ScoreError(
+                f'round {ctx.index}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite '
+                f'(sample ids {result.sample_ids[bad][:5].tolist()}); nothing was selected: '
+                'the model or the perturbation diverged, lower the learning rate or rho')
+        ctx.candidates, ctx.result = candidates, result
 
-        t0 = time.perf_counter()
-        result = self.scorer.score(self.task, self.model, candidates,
-                                   self._rng(_STREAM_SCORE, round_idx))
-        timings['score_s'] = time.perf_counter() - t0
+        def write(f):
+            np.savez(f, sample_ids=result.sample_ids, scores=result.scores,
+                     **{f'extra_{k}': v for k, v in result.extras.items()})
+        self._write(self.round_dir(ctx.index) / 'scores.npz', write)
         for hook in self.hooks:
-            hook.after_score(self, round_idx, result)
+            hook.after_score(self, ctx.index, result)
 
-        t0 = time.perf_counter()
-        embeddings = self._embeddings(candidates) if self.selector.needs_embeddings else None
-        positions = self.selector.select(result.scores, self.budget,
-                                         self._rng(_STREAM_SELECT, round_idx), embeddings)
-        selected = candidates[positions]
-        timings['select_s'] = time.perf_counter() - t0
+    def _score_sharded(self, candidates: np.ndarray, rng: np.random.Generator) -> ScoreResult:
+        """Score ``candidates``; with several ranks each scores one contiguous shard.
+
+        Gathering the shards in rank order restores the candidates' order, and per-sample
+        scores do not depend on which samples share a call, so every rank ends with the scores
+        a single process computes (and hence the same selection).
+        """
+        if self.world_size == 1:
+            return self.scorer.score(self.task, self.model, candidates, rng)
+        part = self.scorer.score(self.task, self.model,
+                                 shard(candidates, self.rank, self.world_size), rng)
+        parts = gather_in_rank_order(part)
+        extras = {k: np.concatenate([p.extras[k] for p in parts]) for k in part.extras}
+        units = [u for p in parts for u in (p.unit_scores or [])]
+        return ScoreResult(sample_ids=np.concatenate([p.sample_ids for p in parts]),
+                           scores=np.concatenate([p.scores for p in parts]),
+                           unit_scores=units or None,
+                           seconds=max(p.seconds for p in parts), extras=extras)
+
+    def _select(self, ctx: _Round) -> None:
+        embeddings = (self._embeddings(ctx.candidates) if self.selector.needs_embeddings
+                      else None)
+        positions = self.selector.select(ctx.result.scores, self.budget,
+                                         self._rng(_STREAM_SELECT, ctx.index), embeddings)
+        ctx.selected = ctx.candidates[positions]
+        self._write_json(self.round_dir(ctx.index) / 'selected.json', {
+            'round': ctx.index, 'sample_ids': ctx.selected.tolist(),
+            'scores': ctx.result.scores[positions].tolist()})
         for hook in self.hooks:
-            hook.after_select(self, round_idx, selected)
+            hook.after_select(self, ctx.index, ctx.selected)
 
+    def _label_stage(self, ctx: _Round) -> None:
+        self._label(ctx.index, ctx.selected)
+
+    def _label(self, round_idx: int, ids: np.ndarray) -> None:
+        """Ask the oracle for ``ids``, validate every answer, then persist them.
+
+        Nothing is written unless every answer is valid: the answers are checked against the
+        query (no unknown, missing or duplicated ids) and by the task (e.g. class range).
+        """
+        answers = self._validated_answers(
+            ids, self.oracle.annotate(self.task, ids, round_idx=round_idx))
         out = self.round_dir(round_idx)
-        self._save_scores(out, result)
-        atomic_write_json(out / 'selected.json', {
-            'round': round_idx, 'sample_ids': selected.tolist(),
-            'scores': result.scores[positions].tolist()})
-        t0 = time.perf_counter()
-        self._label(round_idx, selected)
-        timings['label_s'] = time.perf_counter() - t0
-        return selected, int(len(candidates))
+        self._write_json(out / 'annotations.json',
+                         {str(i): self.task.encode_annotation(a) for i, a in answers.items()})
+        self.state.mark_labeled(ids, round_idx + 1)
+        self.task.set_annotations(answers)
+        if self.is_main:
+            self.state.save(out / 'pool_state.npz')  # atomic itself
+            self.manifest.record_file(self.work_dir, out / 'pool_state.npz')
+        self.manifest.pool_state = str((out / 'pool_state.npz').relative_to(self.work_dir))
+
+    def _validated_answers(self, ids: np.ndarray,
+                           answers: Mapping[int, Any] | Iterable[tuple[int, Any]]
+                           ) -> dict[int, Any]:
+        pairs = list(answers.items()) if isinstance(answers, Mapping) else list(answers)
+        queried = set(int(i) for i in ids)
+        keys = [int(k) for k, _ in pairs]
+        duplicated = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicated:
+            raise AnnotationError(f'the oracle answered ids {duplicated[:5]} more than once: '
+                                  'give exactly one annotation per queried id')
+        unknown = sorted(set(keys) - queried)
+        if unknown:
+            raise AnnotationError(f'the oracle answered ids {unknown[:5]} that were not '
+                                  'queried: answer only the queried ids')
+        missing = sorted(queried - set(keys))
+        if missing:
+            raise AnnotationError(f'the oracle did not answer queried ids {missing[:5]}: '
+                                  'annotate every queried id')
+        result = {int(k): v for k, v in pairs}
+        self.task.validate_annotations(result)
+        return result
+
+    # ------------------------------------------------------------------ human answers
+    def pending_query(self) -> tuple[int, np.ndarray]:
+        """The round and ids of the query waiting for answers in ``work_dir``.
+
+        Raises:
+            ResumeError: No query is waiting.
+        """
+        manifest = Manifest.load(self.work_dir)
+        if manifest.round == 0 and 'commit' not in manifest.stages:
+            return 0, self._initial_ids(self.task.sample_ids())
+        if manifest.stages and manifest.stages[-1] == 'select':
+            selected = json.loads((self.round_dir(manifest.round) / 'selected.json').read_text())
+            return manifest.round, np.asarray(selected['sample_ids'], dtype=np.int64)
+        raise ResumeError(f'{self.work_dir} has no query waiting for answers (round '
+                          f'{manifest.round}, stages {manifest.stages}): nothing to import')
+
+    def import_answers(self, path: str | os.PathLike) -> tuple[int, int]:
+        """Validate a file of answers against the waiting query and store it for --resume.
+
+        Nothing is stored unless every answer is valid (queried ids only, each once, all of
+        them, and accepted by the task).
+
+        Returns:
+            The round and the number of answers imported.
+        """
+        from ..oracles.file_oracle import FileOracle
+        if not isinstance(self.oracle, FileOracle):
+            raise ConfigError(f'the config\'s oracle is {type(self.oracle).__name__}; importing '
+                              "answers needs oracle = dict(type='FileOracle')")
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f'answers file {path} does not exist')
+        self.oracle.attach(self.work_dir)
+        round_idx, ids = self.pending_query()
+        try:
+            answers = self._validated_answers(ids, self.task.read_answers(path))
+        except (AnnotationError, ValueError) as err:
+            raise AnnotationError(f'{path}: {err}') from None
+        folder = self.oracle.query_dir(round_idx)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = path.read_bytes()
+        target = folder / f'answers{path.suffix}'
+        atomic_write(target, lambda f: f.write(data))
+        for old in folder.glob('answers.*'):  # an earlier import in another format
+            if old != target:
+                old.unlink()
+        return round_idx, len(answers)
+
+    def _commit(self, ctx: _Round) -> None:
+        timings = {k: v for k, v in self.manifest.timings.items()}
+        record: dict[str, Any] = {'round': ctx.index,
+                                  'num_labeled': int(len(self.state.labeled_ids(ctx.index))),
+                                  **ctx.metrics, **timings}
+        if ctx.result is not None:
+            record['num_scored'] = int(len(ctx.result.scores))
+            record['num_selected'] = int(len(ctx.selected))
+        self.records = [r for r in self.records if r['round'] < ctx.index] + [record]
+        # Rewritten whole (atomically) instead of appended: repeating a commit is harmless.
+        text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in self.records)
+        if self.is_main:
+            atomic_write(self.work_dir / METRICS, lambda f: f.write(text.encode()))
+        metric_text = ', '.join(f'{k}: {v:.4f}' for k, v in ctx.metrics.items())
+        print_log(f'round {ctx.index}: {record["num_labeled"]} labeled, {metric_text} '
+                  f"(train {timings.get('train_s', 0):.1f}s, "
+                  f"score {timings.get('score_s', 0):.1f}s)", logger='current')
+        ctx.record = record
 
     def _embeddings(self, ids: np.ndarray) -> np.ndarray:
         was_training = self.model.training
@@ -364,10 +672,3 @@ class ActiveLearningLoop:
         finally:
             self.model.train(was_training)
         return np.concatenate(chunks)
-
-    @staticmethod
-    def _save_scores(out: Path, result: ScoreResult) -> None:
-        def write(f):
-            np.savez(f, sample_ids=result.sample_ids, scores=result.scores,
-                     **{f'extra_{k}': v for k, v in result.extras.items()})
-        atomic_write(out / 'scores.npz', write)

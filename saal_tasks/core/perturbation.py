@@ -6,11 +6,13 @@ and the norms are taken per sample, which is what the vectorized engine needs.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
 from ..registry import PERTURBATIONS
+from .errors import ConfigError
 
 #: Added to every norm so that a zero gradient (a sample the model fits perfectly) gives ε = 0
 #: instead of NaN; the same constant the SAM and ASAM reference code uses.
@@ -27,6 +29,19 @@ def _per_sample_sum(tensors: Sequence[torch.Tensor], batched: bool) -> torch.Ten
 def _broadcast(scale: torch.Tensor, like: torch.Tensor, batched: bool) -> torch.Tensor:
     """Reshape a per-sample ``[B]`` scale so it broadcasts against ``like`` ``[B, ...]``."""
     return scale.reshape(-1, *([1] * (like.dim() - 1))) if batched else scale
+
+
+def check_rho(rho: float) -> float:
+    """Validate the radius ρ: a finite number > 0 (0 would make every score the plain loss).
+
+    Raises:
+        ConfigError: ρ is not a finite positive number.
+    """
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) \
+            or rho <= 0:
+        raise ConfigError(f'perturbation rho must be a finite number > 0 (the paper uses '
+                          f'0.05), got {rho!r}')
+    return float(rho)
 
 
 class Perturbation:
@@ -62,11 +77,10 @@ class SAMPerturbation(Perturbation):
     """
 
     def __init__(self, rho: float = 0.05, q: float = 2.0) -> None:
-        if rho < 0:
-            raise ValueError(f'rho must be >= 0, got {rho}')
-        if q < 1:
-            raise ValueError(f'q must be >= 1 (dual norm exponent), got {q}')
-        self.rho = float(rho)
+        self.rho = check_rho(rho)
+        if not math.isfinite(q) or q < 1:
+            raise ConfigError(f'perturbation q must be a finite number >= 1 (the dual norm '
+                              f'exponent; 2 is the default), got {q}')
         self.q = float(q)
 
     def epsilon(self, grads, params, batched=False):
@@ -96,9 +110,7 @@ class ASAMPerturbation(Perturbation):
     """
 
     def __init__(self, rho: float = 0.05) -> None:
-        if rho < 0:
-            raise ValueError(f'rho must be >= 0, got {rho}')
-        self.rho = float(rho)
+        self.rho = check_rho(rho)
 
     def epsilon(self, grads, params, batched=False):
         norm = _per_sample_sum([(p.abs() * g) ** 2 for p, g in zip(params, grads)],

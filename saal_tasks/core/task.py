@@ -7,11 +7,14 @@ unit per pseudo-box) and segmentation (one unit per pixel).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
+
+from .errors import ConfigError
 
 
 class BaseTask(ABC):
@@ -46,6 +49,23 @@ class BaseTask(ABC):
     @abstractmethod
     def set_annotations(self, annotations: dict[int, Any]) -> None:
         """Add oracle answers (sample id -> annotation) to what training may use."""
+
+    def validate_annotations(self, annotations: dict[int, Any]) -> None:
+        """Check oracle answers before anything is persisted; raise ``AnnotationError``.
+
+        The default accepts everything; tasks check what they can (class range, box
+        coordinates, mask size) so that a bad answer never reaches the state.
+        """
+
+    def export_query(self, sample_ids: np.ndarray, folder: Path) -> None:
+        """Write the queried samples into ``folder`` in a format people can label."""
+        raise ConfigError(f'{type(self).__name__} cannot export queries for people yet: use '
+                          "oracle = dict(type='SimulatedOracle')")
+
+    def read_answers(self, path: Path) -> Any:
+        """Parse people's answers to an exported query (id -> annotation, or pairs)."""
+        raise ConfigError(f'{type(self).__name__} cannot read answer files yet: use '
+                          "oracle = dict(type='SimulatedOracle')")
 
     def encode_annotation(self, annotation: Any) -> Any:
         """Turn one annotation into a JSON-serialisable value (for the persisted state)."""
@@ -105,9 +125,101 @@ class BaseTask(ABC):
         raise NotImplementedError(
             f'{type(self).__name__} has no embed(): choose a selector that uses scores only')
 
+    # ------------------------------------------------------------------ optional (baselines)
+    def predict_logits(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """Class logits of each sample, shape ``[B, C]`` (uncertainty baselines).
+
+        Optional: only scorers that read predictive distributions (entropy, least
+        confidence, margin) call it.
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} has no predict_logits(): uncertainty scorers (entropy, '
+            'least confidence, margin) need a classification-style task')
+
+    def gradient_embedding(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """Gradient of each sample's pseudo-label loss w.r.t. the last layer's weights.
+
+        Optional (BADGE). Returns the flattened per-sample gradient, shape ``[B, E]``.
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} has no gradient_embedding(): BADGE needs it')
+
+    # ------------------------------------------------------------------ optional (diagnostics)
+    def ground_truth_targets(self, sample_ids: np.ndarray, inputs: Any) -> Any:
+        """Ground truth of a batch in the form :meth:`loss_per_unit` takes as ``targets``.
+
+        Optional: only diagnostics that compare with the truth (simulated oracle) call it.
+        The default stacks the values of :meth:`ground_truth` into one tensor on the device
+        of ``inputs``: integers (class indices) as ``int64``, floats (label vectors,
+        regression targets) in the dtype of ``inputs``. Tasks whose annotations are not
+        numbers or equal-sized arrays (boxes, masks) override it.
+
+        Args:
+            sample_ids: Ids of the batch, shape ``[B]``.
+            inputs: The batch from :meth:`pool_batches` for these ids.
+
+        Returns:
+            Targets for :meth:`loss_per_unit`, e.g. ``[B]`` class indices.
+        """
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        truth = self.ground_truth(ids)
+        try:
+            values = np.asarray([truth[int(i)] for i in ids])
+        except ValueError:  # ragged annotations (a variable number of boxes)
+            values = np.zeros(0, dtype=object)
+        if values.dtype.kind not in 'biuf':
+            raise NotImplementedError(
+                f'{type(self).__name__} annotations are not numeric arrays: implement '
+                'ground_truth_targets() to turn them into loss_per_unit targets')
+        targets = torch.as_tensor(values)
+        if isinstance(inputs, torch.Tensor):
+            if targets.is_floating_point() and inputs.is_floating_point():
+                targets = targets.to(inputs.dtype)
+            targets = targets.to(inputs.device)
+        return targets
+
     # ------------------------------------------------------------------ helpers
     def batch_size_of(self, inputs: Any) -> int:
         """Number of samples in a batch of inputs (first dimension for tensors)."""
         if isinstance(inputs, torch.Tensor):
             return inputs.shape[0]
         raise NotImplementedError(f'{type(self).__name__} must implement batch_size_of()')
+
+
+class TrainExtension:
+    """Adds an auxiliary module and loss to a task's training (e.g. LL4AL's loss predictor).
+
+    A task that supports extensions (``ClassificationTask(train_extensions=[...])``) calls
+    :meth:`extend_model` on every model it builds (the added modules are then part of the
+    model: trained by the task's optimizer, saved and reloaded with it), and adds
+    :meth:`extra_loss` to the task loss of every training step. Extensions are registered in
+    ``saal_tasks.registry.TRAIN_EXTENSIONS``.
+    """
+
+    def extend_model(self, model: nn.Module, example_inputs: Any) -> None:
+        """Attach submodules (and forward hooks) to a freshly built ``model``.
+
+        Called inside the task's seeded initialisation, so any parameters drawn here are a
+        function of the model seed too.
+
+        Args:
+            model: The new model.
+            example_inputs: One small batch of model inputs (to infer feature sizes).
+        """
+
+    def extra_loss(self, model: nn.Module, inputs: Any, targets: Any,
+                   sample_losses: torch.Tensor, epoch: int, num_epochs: int) -> torch.Tensor:
+        """Auxiliary loss of a training step, added to the task loss.
+
+        Args:
+            model: The model being trained (its forward has just run on ``inputs``).
+            inputs: The step's batch of inputs.
+            targets: The step's annotations.
+            sample_losses: Unreduced task loss of each sample, shape ``[B]`` (not detached).
+            epoch: Current epoch, 1-based.
+            num_epochs: Epochs of this training.
+
+        Returns:
+            A scalar tensor.
+        """
+        raise NotImplementedError

@@ -1,5 +1,6 @@
 """Loop hooks."""
 from .base import ALHook
+from .diagnostics import SharpnessDiagnosticsHook
 from .learning_curve import LearningCurveHook
 
-__all__ = ['ALHook', 'LearningCurveHook']
+__all__ = ['ALHook', 'LearningCurveHook', 'SharpnessDiagnosticsHook']

@@ -23,6 +23,8 @@ class LearningCurveHook(ALHook):
         self.filename = filename
 
     def after_run(self, loop, records) -> None:
+        if not loop.is_main:
+            return
         points = [(r['num_labeled'], r[self.metric]) for r in records if self.metric in r]
         if not points:
             print_log(f'LearningCurveHook: no metric {self.metric!r} in the records; '

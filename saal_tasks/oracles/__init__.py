@@ -1,4 +1,6 @@
-"""Oracles: the simulated one reveals ground truth."""
-from .simulated import BaseOracle, SimulatedOracle
+"""Oracles: the simulated one reveals ground truth; the file oracle asks people."""
+from .base import Answers, BaseOracle, QueryPending
+from .file_oracle import FileOracle
+from .simulated import SimulatedOracle
 
-__all__ = ['BaseOracle', 'SimulatedOracle']
+__all__ = ['Answers', 'BaseOracle', 'FileOracle', 'QueryPending', 'SimulatedOracle']

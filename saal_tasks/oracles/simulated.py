@@ -1,25 +1,16 @@
-"""Oracles answer a query with annotations; the loop does not know which kind it talks to."""
+"""The simulated oracle of every benchmark: it reveals the dataset's ground truth."""
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
 from ..core.task import BaseTask
 from ..registry import ORACLES
-
-
-class BaseOracle:
-    """Answers queries: ``annotate(task, ids)`` returns one annotation per queried id."""
-
-    def annotate(self, task: BaseTask, sample_ids: np.ndarray) -> dict[int, Any]:
-        """Annotations of ``sample_ids`` (sample id -> task-specific annotation)."""
-        raise NotImplementedError
+from .base import Answers, BaseOracle
 
 
 @ORACLES.register_module()
 class SimulatedOracle(BaseOracle):
     """Reveals the dataset's ground truth, as in every benchmark of the paper."""
 
-    def annotate(self, task: BaseTask, sample_ids: np.ndarray) -> dict[int, Any]:
+    def annotate(self, task: BaseTask, sample_ids: np.ndarray, round_idx: int) -> Answers:
         return task.ground_truth(np.asarray(sample_ids, dtype=np.int64))

@@ -1,8 +1,12 @@
 """Acquisition scorers and the engines behind the sharpness scorer."""
 from .base import BaseScorer, ScoreResult, reduce_units
 from .engines import BatchwiseEngine, PerturbedLossEngine, ReferenceEngine, VectorizedEngine
+from .fast_engine import FastExactEngine
 from .sharpness import RandomScorer, SharpnessScorer
+from .uncertainty import (EntropyScorer, GradientNormScorer, LeastConfidenceScorer,
+                          MarginScorer)
 
 __all__ = ['BaseScorer', 'ScoreResult', 'reduce_units', 'BatchwiseEngine',
            'PerturbedLossEngine', 'ReferenceEngine', 'VectorizedEngine', 'RandomScorer',
-           'SharpnessScorer']
+           'SharpnessScorer', 'EntropyScorer', 'GradientNormScorer', 'LeastConfidenceScorer',
+           'MarginScorer', 'FastExactEngine']

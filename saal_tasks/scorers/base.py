@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 
 import numpy as np
@@ -10,7 +11,10 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..core.task import BaseTask
+if TYPE_CHECKING:  # pragma: no cover
+    # Type hints only: importing saal_tasks.core here would import the loop, which imports
+    # this module (a cycle when saal_tasks.scorers is imported first).
+    from ..core.task import BaseTask
 
 
 @dataclass

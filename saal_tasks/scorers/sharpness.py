@@ -70,12 +70,28 @@ class SharpnessScorer(BaseScorer):
                 f'mode={self.mode!r})')
 
 
+def uniform_by_id(sample_ids: np.ndarray, key: int) -> np.ndarray:
+    """A uniform number in [0, 1) per id, a pure function of ``(key, id)`` (splitmix64).
+
+    Scores that depend only on the sample, not on the other samples of the call, keep sharded
+    scoring identical to scoring in one process.
+    """
+    with np.errstate(over='ignore'):  # uint64 arithmetic wraps by design
+        z = (np.asarray(sample_ids).astype(np.uint64) + np.uint64(key)) * \
+            np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+
+
 @SCORERS.register_module()
 class RandomScorer(BaseScorer):
     """Uniform random scores: with top-k selection, a uniformly random query (baseline)."""
 
     def _score(self, task, model, sample_ids, rng) -> ScoreResult:
-        return ScoreResult(sample_ids=sample_ids, scores=rng.random(len(sample_ids)))
+        key = int(rng.integers(2 ** 63))
+        return ScoreResult(sample_ids=sample_ids, scores=uniform_by_id(sample_ids, key))
 
 
 __all__ = ['SharpnessScorer', 'RandomScorer']

@@ -1,7 +1,10 @@
 """Selectors: top-k and k-means++ seeding (on scores or embeddings)."""
+from .badge import BADGESelector
 from .base import BaseSelector
+from .coreset import KCenterGreedySelector
 from .kmeanspp import EmbeddingKMeansPPSelector, ScoreKMeansPPSelector
+from .probcover import ProbCoverSelector
 from .topk import TopKSelector
 
 __all__ = ['BaseSelector', 'EmbeddingKMeansPPSelector', 'ScoreKMeansPPSelector',
-           'TopKSelector']
+           'TopKSelector', 'BADGESelector', 'KCenterGreedySelector', 'ProbCoverSelector']

@@ -2,6 +2,8 @@
 scorer = dict(
     type='SharpnessScorer',
     perturbation=dict(type='SAMPerturbation', rho=0.05, q=2),
-    engine=dict(type='VectorizedEngine', chunk_size=32),
+    # Exact per sample from per-layer gradient factors (docs/performance.md); memory grows
+    # with chunk_size, not with the pool.
+    engine=dict(type='FastExactEngine', chunk_size=32),
     mode='max')
 selector = dict(type='TopKSelector')

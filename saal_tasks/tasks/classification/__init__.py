@@ -1,6 +1,8 @@
 """Classification: datasets (torchvision, scikit-learn digits), models, the task adapter."""
 from .datasets import ClassificationData
+from .image_folder import ImageFolderData
 from .models import ResNet18CIFAR, SmallCNN
 from .task import ClassificationTask
 
-__all__ = ['ClassificationData', 'ClassificationTask', 'ResNet18CIFAR', 'SmallCNN']
+__all__ = ['ClassificationData', 'ClassificationTask', 'ImageFolderData', 'ResNet18CIFAR',
+           'SmallCNN']

@@ -53,6 +53,9 @@ class ClassificationData:
         mean: Per-channel mean (length ``C``) on the 0..1 scale.
         std: Per-channel standard deviation (length ``C``) on the 0..1 scale.
         max_value: Value that maps to 1.0 (255 for uint8 images, 16 for digits).
+        train_ids: Stable sample id of each training image ``[N]`` (int64, strictly
+            increasing); ``None`` means ``0..N-1``. Builders that may skip files (corrupt
+            images) keep the ids of the others unchanged this way.
     """
 
     name: str
@@ -65,6 +68,7 @@ class ClassificationData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     max_value: float
+    train_ids: Tensor | None = None
 
     def __post_init__(self) -> None:
         # Catch inconsistent builders early, where the message can still name the dataset.
@@ -81,6 +85,12 @@ class ClassificationData:
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError(f'{self.name}: mean/std need {self.in_channels} entries, got '
                              f'{len(self.mean)}/{len(self.std)}')
+        if self.train_ids is not None:
+            ids = self.train_ids
+            if ids.dtype != torch.int64 or ids.shape != self.train_y.shape or (
+                    len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all())):
+                raise ValueError(f'{self.name}: train_ids must be strictly increasing int64 '
+                                 f'[{self.train_y.shape[0]}]')
         if any(s <= 0 for s in self.std) or self.max_value <= 0:
             raise ValueError(f'{self.name}: std entries and max_value must be positive')
 

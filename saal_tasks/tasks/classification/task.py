@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from ...core.errors import AnnotationError, ConfigError
+from ...core.build import build_component
+from ...core.dist import rank_and_world
 from ...core.task import BaseTask
-from ...registry import DATASETS, MODELS, OPTIMIZERS, TASKS
+from ...registry import DATASETS, MODELS, OPTIMIZERS, TASKS, TRAIN_EXTENSIONS
 from .datasets import ClassificationData
+from .label_files import export_images, read_answers
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -38,11 +44,6 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     return out
 
 
-def _index(sample_ids: np.ndarray) -> torch.Tensor:
-    """Sample ids as a tensor index (a copy: ids may come from read-only views)."""
-    return torch.tensor(np.asarray(sample_ids, dtype=np.int64))
-
-
 @TASKS.register_module()
 class ClassificationTask(BaseTask):
     """Classification on an in-memory dataset; sample ids are training-set indices.
@@ -60,12 +61,19 @@ class ClassificationTask(BaseTask):
         device: Torch device.
         dtype: ``'float32'`` or ``'float64'`` (float64 for exactness tests).
         log_interval: Print the training loss every this many epochs.
+        train_extensions: Configs of registered ``TrainExtension``s (``TRAIN_EXTENSIONS``):
+            each adds modules to every built model and a term to the training loss (e.g.
+            LL4AL's loss-prediction module). Empty: plain cross-entropy training.
     """
 
     def __init__(self, dataset: dict, model: dict, optimizer: dict, epochs: int = 50,
                  batch_size: int = 64, eval_batch_size: int = 512, augment: bool = False,
-                 device: str = 'cpu', dtype: str = 'float32', log_interval: int = 10) -> None:
-        self.data: ClassificationData = DATASETS.build(dataset)
+                 device: str = 'cpu', dtype: str = 'float32', log_interval: int = 10,
+                 train_extensions: Sequence[dict] = ()) -> None:
+        self.data: ClassificationData = build_component(DATASETS, dataset, 'task.dataset')
+        if len(self.data.train_y) == 0:
+            raise ConfigError(f'dataset {self.data.name} has no training samples: check '
+                              'task.dataset (root, split)')
         self.model_cfg = dict(model)
         self.optimizer_cfg = dict(optimizer)
         self.epochs = epochs
@@ -76,25 +84,46 @@ class ClassificationTask(BaseTask):
         self.dtype = {'float32': torch.float32, 'float64': torch.float64}[dtype]
         self.log_interval = log_interval
         self._labels: dict[int, int] = {}
+        n = len(self.data.train_y)
+        self._ids = (np.arange(n, dtype=np.int64) if self.data.train_ids is None
+                     else self.data.train_ids.numpy().astype(np.int64))
+        self.train_extensions = [
+            build_component(TRAIN_EXTENSIONS, ext, 'task.train_extensions[]')
+            for ext in train_extensions]
+
+    def _rows(self, sample_ids: np.ndarray) -> torch.Tensor:
+        """Rows of ``train_x``/``train_y`` holding ``sample_ids``, as a tensor index ``[K]``."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        rows = np.searchsorted(self._ids, ids)
+        if len(ids) and ((rows >= len(self._ids)) | (self._ids[np.minimum(
+                rows, len(self._ids) - 1)] != ids)).any():
+            raise KeyError(f'unknown sample ids for {self.data.name}')
+        return torch.from_numpy(rows)
 
     # ------------------------------------------------------------------ data
     def sample_ids(self) -> np.ndarray:
-        return np.arange(len(self.data.train_y), dtype=np.int64)
+        return self._ids.copy()
 
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
-        ys = self.data.train_y[_index(sample_ids)]
+        ys = self.data.train_y[self._rows(sample_ids)]
         return {int(i): int(y) for i, y in zip(sample_ids, ys)}
 
     def stratify_labels(self, sample_ids: np.ndarray) -> np.ndarray:
-        return self.data.train_y[_index(sample_ids)].numpy()
+        return self.data.train_y[self._rows(sample_ids)].numpy()
+
+    def validate_annotations(self, annotations: dict[int, Any]) -> None:
+        for i, y in annotations.items():
+            if isinstance(y, bool) or not isinstance(y, (int, np.integer)):
+                raise AnnotationError(f'label {y!r} of sample {i} is not an integer class '
+                                      f'index: use 0..{self.data.num_classes - 1}')
+            if not 0 <= int(y) < self.data.num_classes:
+                raise AnnotationError(
+                    f'label {int(y)} of sample {i} is not a class of {self.data.name} '
+                    f'(0..{self.data.num_classes - 1}): fix the annotation')
 
     def set_annotations(self, annotations: dict[int, Any]) -> None:
-        for i, y in annotations.items():
-            y = int(y)
-            if not 0 <= y < self.data.num_classes:
-                raise ValueError(f'label {y} of sample {i} is outside 0..'
-                                 f'{self.data.num_classes - 1}')
-            self._labels[int(i)] = y
+        self.validate_annotations(annotations)
+        self._labels.update({int(i): int(y) for i, y in annotations.items()})
 
     def decode_annotation(self, value: Any) -> int:
         return int(value)
@@ -107,7 +136,7 @@ class ClassificationTask(BaseTask):
         ids = np.asarray(sample_ids, dtype=np.int64)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
-            yield chunk, self._inputs(self.data.train_x[_index(chunk)])
+            yield chunk, self._inputs(self.data.train_x[self._rows(chunk)])
 
     # ------------------------------------------------------------------ model
     def build_model(self, seed: int) -> nn.Module:
@@ -117,18 +146,29 @@ class ClassificationTask(BaseTask):
         # Initialise from `seed` without touching the caller's global RNG state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = MODELS.build(cfg)
+            model = MODELS.build(cfg).to(device=self.device, dtype=self.dtype)
+            if self.train_extensions:
+                example = self._inputs(self.data.train_x[:2])
+                for extension in self.train_extensions:
+                    extension.extend_model(model, example)
         return model.to(device=self.device, dtype=self.dtype)
 
     def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
         missing = [int(i) for i in labeled_ids if int(i) not in self._labels]
         if missing:
             raise ValueError(f'no annotation for labeled samples {missing[:5]}')
-        ids = _index(labeled_ids)
+        ids = self._rows(labeled_ids)
         x_all = self.data.train_x[ids]
         y_all = torch.tensor([self._labels[int(i)] for i in labeled_ids], dtype=torch.long)
         generator = torch.Generator().manual_seed(seed)
         optimizer = OPTIMIZERS.build({**self.optimizer_cfg, 'params': model.parameters()})
+        rank, world_size = rank_and_world()
+        if world_size > 1 and self.train_extensions:
+            raise ConfigError('task.train_extensions are not supported in distributed runs '
+                              'yet: run them in one process')
+        # Distributed: every rank draws the same batches (same generator) and trains on its
+        # part of each; DDP averages the gradients, so the ranks' models stay identical.
+        net = DistributedDataParallel(model) if world_size > 1 else model
         model.train()
         start = time.perf_counter()
         for epoch in range(1, self.epochs + 1):
@@ -136,6 +176,10 @@ class ClassificationTask(BaseTask):
             total, count = 0.0, 0
             for s in range(0, len(order), self.batch_size):
                 idx = order[s:s + self.batch_size]
+                if world_size > 1:
+                    if len(idx) < world_size:
+                        continue  # every rank must take part in each step
+                    idx = idx.tensor_split(world_size)[rank]
                 x = self._inputs(x_all[idx])
                 if self.augment:
                     x = random_crop_flip(x, generator)
@@ -143,7 +187,14 @@ class ClassificationTask(BaseTask):
 
                 def closure() -> torch.Tensor:
                     optimizer.zero_grad()
-                    loss = F.cross_entropy(model(x), y)
+                    if not self.train_extensions:
+                        loss = F.cross_entropy(net(x), y)
+                    else:
+                        sample_losses = F.cross_entropy(model(x), y, reduction='none')
+                        loss = sample_losses.mean()
+                        for extension in self.train_extensions:
+                            loss = loss + extension.extra_loss(model, x, y, sample_losses,
+                                                               epoch, self.epochs)
                     loss.backward()
                     return loss
 
@@ -181,3 +232,33 @@ class ClassificationTask(BaseTask):
     def embed(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Penultimate features, ``[B, D]``."""
         return model.forward_features(inputs)
+
+    def predict_logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Class logits, ``[B, K]``."""
+        return model(inputs)
+
+    def gradient_embedding(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """BADGE's embedding: ``∂ CE(head(h), ŷ) / ∂ head.weight`` per image, ``[B, K * D]``.
+
+        For ``z = W h + b`` and pseudo-label ``ŷ = argmax z``, the gradient of the
+        cross-entropy w.r.t. ``W`` is ``(softmax(z) − onehot(ŷ)) hᵀ``; computed in closed form
+        (no autograd), flattened row-major like ``head.weight`` (``[K, D]``).
+        """
+        features = model.forward_features(inputs)
+        probs = torch.softmax(model.head(features), dim=1)
+        residual = probs - F.one_hot(probs.argmax(dim=1), probs.shape[1]).to(probs.dtype)
+        return (residual[:, :, None] * features[:, None, :]).flatten(1)
+
+    # ------------------------------------------------------------------ label files
+    def class_names(self) -> list[str]:
+        """Names of the classes (their indices as text when the dataset has no names)."""
+        return [str(i) for i in range(self.data.num_classes)]
+
+    def export_query(self, sample_ids: np.ndarray, folder: Path) -> None:
+        """Write the queried images as PNGs and ``query.csv`` (see ``label_files``)."""
+        export_images(self.data.train_x[self._rows(sample_ids)], sample_ids,
+                      self.data.max_value, folder)
+
+    def read_answers(self, path: Path) -> list[tuple[int, int]]:
+        """``(sample_id, class)`` pairs from a CSV or JSON answers file."""
+        return read_answers(path, self.class_names())

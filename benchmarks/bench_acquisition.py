@@ -1,0 +1,344 @@
+"""Acquisition speed and exactness, side by side: the authors' loop, our engines, inference.
+
+One run scores the same pool with the same model (ResNet-18 for 32x32 inputs, eval mode, on
+CIFAR-shaped synthetic images, see ``synthetic_data.py``) with
+
+* ``authors``: the released code's loop (deep copy, backward, in-place ε, forward per sample;
+  ``authors_loop.py``), the baseline of every comparison;
+* ``reference``: ``ReferenceEngine`` (exact, one sample at a time, perturbs in place);
+* ``fast``: ``FastExactEngine`` (exact, per-layer factors, chunks of ``--chunk``);
+* ``batchwise10`` / ``batchwise100``: ``BatchwiseEngine`` (one ε per group: an approximation);
+
+for SAM (ρ = 0.05, q = 2) and ASAM (ρ = 0.05), plus plain batched inference of the same model
+(batches of ``--chunk``), the yardstick for "forward passes per sample". Every method runs in
+its own process (fresh peak-memory counter) on the same saved model, after a short warm-up.
+
+Printed and written (``--out``): a Markdown table and a JSON file with samples/s, speed-up over
+``authors``, forward passes per sample (inference samples/s over the method's), max
+relative score difference to ``authors`` (``|s − a| / max(|a|, 1e-3)``) and the same for the
+clean losses (the floor set by batched against one-sample kernels), Spearman rank correlation
+and top-10 % overlap with ``authors``, peak memory (peak RSS of the method's process, or CUDA
+peak allocation, and its rise during the method), and the 1-minute load average around it.
+
+    .venv/bin/python benchmarks/bench_acquisition.py                     # CPU, ~4 min quiet
+    .venv/bin/python benchmarks/bench_acquisition.py --pool 100 --methods fast,batchwise100
+    .venv/bin/python benchmarks/bench_acquisition.py --device cuda --pool 2000
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# The perturbation module first: it imports the core package before the scorers package.
+from saal_tasks.core.perturbation import Perturbation  # noqa: F401  (import order)
+from saal_tasks.registry import PERTURBATIONS, TASKS
+from saal_tasks.scorers import SharpnessScorer
+
+from authors_loop import authors_loop_scores
+import synthetic_data  # noqa: F401  (registers SyntheticImagesData)
+
+PERTURBATION_CFGS = {
+    'sam': dict(type='SAMPerturbation', rho=0.05, q=2),
+    'asam': dict(type='ASAMPerturbation', rho=0.05),
+}
+SCORING_METHODS = ('authors', 'reference', 'fast', 'batchwise10', 'batchwise100')
+BASELINE = 'authors'
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--pool', type=int, default=500, help='samples scored per method')
+    parser.add_argument('--chunk', type=int, default=32,
+                        help='FastExactEngine chunk size and inference batch size')
+    parser.add_argument('--dtype', choices=('float32', 'float64'), default='float32')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
+                        help='torch intra-op threads in every method process')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--methods', default=','.join(SCORING_METHODS),
+                        help=f'comma-separated subset of {",".join(SCORING_METHODS)}')
+    parser.add_argument('--perturbations', default='sam,asam', help='comma-separated: sam,asam')
+    parser.add_argument('--warmup', type=int, default=8, help='samples scored before timing')
+    parser.add_argument('--train-samples', type=int, default=512,
+                        help='labeled synthetic samples the model is trained on first')
+    parser.add_argument('--train-epochs', type=int, default=1,
+                        help='epochs of that training (0: random weights, calibrated BN)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default=None,
+                        help='output folder (default work_dirs/bench_acquisition/<time>)')
+    parser.add_argument('--in-process', action='store_true',
+                        help='run every method in this process (no per-method peak memory)')
+    parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = set(args.methods.split(',')) - set(SCORING_METHODS)
+    if unknown:
+        parser.error(f'unknown methods {sorted(unknown)}: choose from {SCORING_METHODS}')
+    unknown = set(args.perturbations.split(',')) - set(PERTURBATION_CFGS)
+    if unknown:
+        parser.error(f'unknown perturbations {sorted(unknown)}: choose from sam, asam')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error('--device cuda but torch sees no CUDA device')
+    if min(args.pool, args.chunk, args.threads) < 1 or args.warmup < 0:
+        parser.error('--pool, --chunk and --threads must be >= 1, --warmup >= 0')
+    return args
+
+
+# --------------------------------------------------------------------------- set-up
+def build_task(args: argparse.Namespace):
+    """The classification task on synthetic images (same data in every process)."""
+    return TASKS.build(dict(
+        type='ClassificationTask',
+        dataset=dict(type='SyntheticImagesData', num_train=args.train_samples + args.pool,
+                     num_test=16, seed=args.seed),
+        model=dict(type='ResNet18CIFAR'), optimizer=dict(type='Adam', lr=1e-3),
+        epochs=max(args.train_epochs, 1), batch_size=64, eval_batch_size=args.chunk,
+        device=args.device, dtype=args.dtype, log_interval=10**6))
+
+
+def pool_ids(args: argparse.Namespace) -> np.ndarray:
+    """The scored pool: the samples after the training ones."""
+    return np.arange(args.train_samples, args.train_samples + args.pool, dtype=np.int64)
+
+
+def prepare_model(args: argparse.Namespace, path: Path) -> None:
+    """Build, optionally train, calibrate batch norm, and save the benchmarked model."""
+    task = build_task(args)
+    model = task.build_model(args.seed)
+    train_ids = np.arange(args.train_samples, dtype=np.int64)
+    if args.train_epochs > 0 and args.train_samples > 0:
+        task.set_annotations(task.ground_truth(train_ids))
+        model = task.train(model, train_ids, args.seed)
+    if args.train_samples > 0:
+        # Cumulative running statistics over the training images: a well-conditioned
+        # eval-mode network even with random or briefly trained weights.
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        with torch.no_grad():
+            for _, x in task.pool_batches(train_ids, 64):
+                model(x)
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+    torch.save(model.eval().state_dict(), path)
+
+
+def load_model(args: argparse.Namespace, task, path: Path) -> torch.nn.Module:
+    model = task.build_model(args.seed)
+    model.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- one measurement
+def _status_mb(field: str) -> float:
+    """A memory line of ``/proc/self/status`` in MiB: ``VmRSS`` (now) or ``VmHWM`` (peak).
+
+    ``VmHWM`` belongs to this process image; ``getrusage``'s ``ru_maxrss`` would carry the
+    parent's peak across ``exec``.
+    """
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f'{field} missing from /proc/self/status')
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _scorer(method: str, perturbation: str, chunk: int) -> SharpnessScorer:
+    engine = {
+        'reference': dict(type='ReferenceEngine'),
+        'fast': dict(type='FastExactEngine', chunk_size=chunk),
+        'batchwise10': dict(type='BatchwiseEngine', group_size=10),
+        'batchwise100': dict(type='BatchwiseEngine', group_size=100),
+    }[method]
+    return SharpnessScorer(perturbation=PERTURBATION_CFGS[perturbation], engine=engine,
+                           log_interval=10**9)
+
+
+def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) -> dict[str, Any]:
+    """Warm up, then time one method on the whole pool; scores and memory included."""
+    torch.set_num_threads(args.threads)
+    task = build_task(args)
+    model = load_model(args, task, model_path)
+    ids = pool_ids(args)
+    method, pert = spec['method'], spec.get('perturbation')
+
+    def run(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Scores and clean losses (``None`` for inference)."""
+        if method == 'inference':
+            with torch.no_grad():
+                for _, x in task.pool_batches(sample_ids, args.chunk):
+                    model(x)
+            return None
+        if method == 'authors':
+            return authors_loop_scores(task, model, sample_ids,
+                                       PERTURBATIONS.build(PERTURBATION_CFGS[pert]))
+        result = _scorer(method, pert, args.chunk).score(
+            task, model, sample_ids, np.random.default_rng(0))
+        return result.scores, result.extras['clean_loss']
+
+    cuda = args.device.startswith('cuda')
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base_mb = torch.cuda.memory_allocated() / 2**20
+    else:
+        base_mb = _status_mb('VmRSS')
+    load_before = os.getloadavg()[0]
+    if args.warmup:
+        run(ids[:args.warmup])
+    _sync(args.device)
+    start = time.perf_counter()
+    out = run(ids)
+    _sync(args.device)
+    seconds = time.perf_counter() - start
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = _status_mb('VmHWM')
+    return dict(method=method, perturbation=pert, seconds=seconds,
+                samples_per_s=len(ids) / seconds, peak_mb=peak_mb,
+                peak_over_start_mb=peak_mb - base_mb,
+                load_1m=(load_before + os.getloadavg()[0]) / 2,
+                scores=None if out is None else out[0].tolist(),
+                clean=None if out is None else out[1].tolist())
+
+
+def run_isolated(args: argparse.Namespace, spec: dict[str, str], model_path: Path,
+                 argv: list[str]) -> dict[str, Any]:
+    """:func:`measure` in a fresh process (its own peak-memory counter)."""
+    result_path = model_path.parent / f'{spec["method"]}_{spec.get("perturbation")}.json'
+    job = dict(spec=spec, model=str(model_path), result=str(result_path))
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, '--worker', json.dumps(job)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{spec} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(result_path.read_text())
+
+
+# --------------------------------------------------------------------------- comparison
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+    return float(spearmanr(a, b).statistic)
+
+
+def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
+    """Share of ``b``'s top ``fraction`` that is also in ``a``'s (stable order on ties)."""
+    k = max(1, int(round(fraction * len(a))))
+    top_a = set(np.argsort(-a, kind='stable')[:k].tolist())
+    top_b = set(np.argsort(-b, kind='stable')[:k].tolist())
+    return len(top_a & top_b) / k
+
+
+def compare(results: list[dict[str, Any]]) -> None:
+    """Add speed-up, forward passes per sample and agreement with ``authors`` to each row."""
+    inference = next((r for r in results if r['method'] == 'inference'), None)
+    for r in results:
+        if inference is not None:
+            r['forward_passes_per_sample'] = inference['samples_per_s'] / r['samples_per_s']
+        base = next((b for b in results if b['method'] == BASELINE
+                     and b['perturbation'] == r['perturbation']), None)
+        if base is None or r['scores'] is None:
+            continue
+        a, s = np.asarray(base['scores']), np.asarray(r['scores'])
+        r['speedup'] = r['samples_per_s'] / base['samples_per_s']
+        r['max_rel_diff'] = float(np.max(np.abs(s - a) / np.maximum(np.abs(a), 1e-3)))
+        # The same measure on the clean losses: the floor set by batched vs one-sample kernels.
+        ca, cs = np.asarray(base['clean']), np.asarray(r['clean'])
+        r['clean_max_rel_diff'] = float(np.max(np.abs(cs - ca) / np.maximum(np.abs(ca), 1e-3)))
+        r['spearman'] = spearman(a, s)
+        r['top10_overlap'] = top_overlap(a, s)
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    def fmt(v: Any, spec: str) -> str:
+        return '–' if v is None else format(v, spec)
+
+    lines = ['| method | ε | samples/s | × authors | fwd passes/sample | max rel diff | '
+             '(clean) | Spearman | top-10 % | peak MB | +MB | load |',
+             '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+    for r in results:
+        lines.append(
+            f"| {r['method']} | {r['perturbation'] or '–'} | {r['samples_per_s']:.1f} | "
+            f"{fmt(r.get('speedup'), '.2f')} | {fmt(r.get('forward_passes_per_sample'), '.2f')} | "
+            f"{fmt(r.get('max_rel_diff'), '.1e')} | {fmt(r.get('clean_max_rel_diff'), '.1e')} | "
+            f"{fmt(r.get('spearman'), '.5f')} | {fmt(r.get('top10_overlap'), '.2f')} | "
+            f"{r['peak_mb']:.0f} | {r['peak_over_start_mb']:.0f} | {r['load_1m']:.2f} |")
+    return '\n'.join(lines)
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text()
+                .splitlines() if line.startswith('model name')), platform.processor())
+    env = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__,
+               python=platform.python_version(), cpu=cpu, cpus=os.cpu_count(),
+               threads=args.threads, device=args.device)
+    if args.device.startswith('cuda'):
+        env['gpu'] = torch.cuda.get_device_name()
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        result = measure(args, job['spec'], Path(job['model']))
+        Path(job['result']).write_text(json.dumps(result))
+        return 0
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or f'work_dirs/bench_acquisition/'
+               f'{datetime.datetime.now():%Y%m%d_%H%M%S}')
+    out.mkdir(parents=True, exist_ok=True)
+    specs = [dict(method='inference')] + [
+        dict(method=m, perturbation=p) for p in args.perturbations.split(',')
+        for m in args.methods.split(',')]
+    env = environment(args)
+    env['load_start'] = os.getloadavg()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / 'model.pt'
+        print(f'preparing the model ({args.train_epochs} epoch(s) on {args.train_samples} '
+              f'synthetic samples) ...', flush=True)
+        prepare_model(args, model_path)
+        for spec in specs:
+            print(f'  {spec} ...', end=' ', flush=True)
+            result = (measure(args, spec, model_path) if args.in_process
+                      else run_isolated(args, spec, model_path, argv))
+            print(f"{result['samples_per_s']:.1f} samples/s (load {result['load_1m']:.2f})",
+                  flush=True)
+            results.append(result)
+    env['load_end'] = os.getloadavg()
+    compare(results)
+    table = markdown(results)
+    header = (f"{env['date']}, {env['cpu']} ({env['cpus']} CPUs, {args.threads} threads), "
+              f"device {args.device}{' ' + env['gpu'] if 'gpu' in env else ''}, torch "
+              f"{env['torch']}; ResNet-18 (32x32 stem, eval), {args.dtype}, pool {args.pool}, "
+              f"chunk {args.chunk}; load average at start/end "
+              f"{env['load_start'][0]:.2f}/{env['load_end'][0]:.2f}")
+    print('\n' + header + '\n\n' + table)
+    (out / 'table.md').write_text(header + '\n\n' + table + '\n')
+    (out / 'results.json').write_text(json.dumps(
+        dict(environment=env, args=vars(args) | {'worker': None}, results=results), indent=1))
+    print(f'\nwritten: {out}/table.md, {out}/results.json')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""What the command-line tools share: reading a config with overrides, one-line errors."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import sys
+from typing import Callable
+
+from mmengine.config import Config
+
+from .core.errors import ConfigError, UserError
+from .core.pool_state import PoolStateMismatchError
+
+#: Errors that mean "the input is wrong", reported as one line (set SAAL_DEBUG=1 for the
+#: traceback). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, PoolStateMismatchError, FileNotFoundError)
+
+
+def load_config(path: str, *, work_dir: str | None = None, cfg_options: dict | None = None,
+                seed: int | None = None) -> Config:
+    """Read a config file and apply command-line overrides (the only place they apply).
+
+    Args:
+        path: Config file.
+        work_dir: Overrides ``work_dir``; default ``work_dirs/<config name>``.
+        cfg_options: ``--cfg-options`` key/value pairs.
+        seed: Overrides ``seed``.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist: check the path')
+    try:
+        cfg = Config.fromfile(path)
+    except (SyntaxError, ImportError, KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f'cannot read config {path}: {err}') from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+    if seed is not None:
+        cfg.seed = seed
+    return cfg
+
+
+def run_reporting_errors(main: Callable[[], int]) -> int:
+    """Run ``main``; a user error becomes one ``error: ...`` line and exit code 2."""
+    try:
+        return main()
+    except USER_ERRORS as err:
+        if os.environ.get('SAAL_DEBUG'):
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2

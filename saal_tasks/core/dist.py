@@ -1,0 +1,56 @@
+"""Distributed runs: initialisation from a launcher, sharding and ordered gathering.
+
+Every rank runs the same loop with the same seeds, so every rank holds the same state; the
+pool subset is scored in disjoint contiguous shards (one per rank) and the scores are gathered
+in rank order, which restores the original order: the selection is the same whatever the
+number of ranks. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from mmengine import dist as mm_dist
+
+from .errors import ConfigError
+
+LAUNCHERS = ('none', 'pytorch')
+
+
+def init_launcher(launcher: str) -> None:
+    """Join the process group set up by ``torchrun`` (``launcher='pytorch'``).
+
+    GPUs use NCCL through mmengine (one device per local rank); CPUs use gloo (mmengine's
+    initialiser assumes CUDA, so it is called only when CUDA is there).
+    """
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher must be one of {', '.join(LAUNCHERS)} (pytorch = "
+                          f'started by torchrun), got {launcher!r}')
+    if launcher == 'none' or torch_dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        mm_dist.init_dist('pytorch', backend='nccl')
+    else:
+        torch_dist.init_process_group(backend='gloo')
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside a distributed run."""
+    return mm_dist.get_dist_info()
+
+
+def shard(ids: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """The contiguous block of ``ids`` that ``rank`` handles (blocks in rank order)."""
+    return np.array_split(np.asarray(ids), world_size)[rank]
+
+
+def gather_in_rank_order(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, ordered by rank (a one-element list outside distributed runs)."""
+    return mm_dist.all_gather_object(obj)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside distributed runs)."""
+    mm_dist.barrier()

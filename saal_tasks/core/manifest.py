@@ -1,0 +1,96 @@
+"""The run manifest: how far a run got, with what config, and checksums of its state files.
+
+A round is a sequence of stages; after each one the loop records it here (atomically, last),
+so ``--resume`` restarts at the first stage not recorded. No random-generator state needs
+saving: every random choice of round ``r`` comes from a generator seeded by
+``(seed, r, stream)``, so a stage repeated after a crash draws exactly the same numbers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import StateCorruptedError
+from .io import atomic_write_json, sha256_file
+
+#: Stages of a round, in order. Rounds that do not acquire (the last) skip the middle three.
+STAGES = ('train', 'evaluate', 'score', 'select', 'label', 'commit')
+MANIFEST_NAME = 'manifest.json'
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    """Progress of a run.
+
+    Attributes:
+        config_hash: Hash of the config that started the run.
+        seed: The run's seed (all random streams derive from it).
+        round: Round in progress (or last finished when ``stages`` holds ``'commit'``).
+        stages: Stages of ``round`` that are complete.
+        completed_round: Last round whose every stage is complete (0 = initial set only).
+        files: Work-dir-relative path -> SHA-256 of every state file written so far.
+        pool_state: Relative path of the current pool state file.
+        timings: Seconds per stage of ``round`` (kept so a resumed round reports them).
+        history: Notes of resumes and accepted config changes.
+    """
+
+    config_hash: str
+    seed: int
+    round: int = 0
+    stages: list[str] = field(default_factory=list)
+    completed_round: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+    pool_state: str = ''
+    timings: dict[str, float] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+    version: int = FORMAT_VERSION
+
+    @classmethod
+    def load(cls, work_dir: Path) -> 'Manifest':
+        """Read ``work_dir/manifest.json``.
+
+        Raises:
+            StateCorruptedError: The file is not a manifest this version can read.
+        """
+        path = Path(work_dir) / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text())
+            manifest = cls(**data)
+        except (ValueError, TypeError) as err:
+            raise StateCorruptedError(
+                f'{path} is corrupted ({err}); it is written atomically, so something else '
+                'changed it: restore it from a backup or start a new --work-dir') from None
+        if manifest.version != FORMAT_VERSION:
+            raise StateCorruptedError(f'{path} has format version {manifest.version}, this '
+                                      f'saal_tasks reads {FORMAT_VERSION}')
+        return manifest
+
+    def save(self, work_dir: Path) -> None:
+        """Atomically write ``work_dir/manifest.json``."""
+        atomic_write_json(Path(work_dir) / MANIFEST_NAME, asdict(self))
+
+    def record_file(self, work_dir: Path, path: Path) -> None:
+        """Remember the checksum of a state file just written."""
+        self.files[str(Path(path).relative_to(work_dir))] = sha256_file(path)
+
+    def verify(self, work_dir: Path) -> None:
+        """Check every recorded state file exists and is unchanged.
+
+        Raises:
+            StateCorruptedError: Naming the first missing or modified file.
+        """
+        for rel, digest in sorted(self.files.items()):
+            path = Path(work_dir) / rel
+            if not path.is_file():
+                raise StateCorruptedError(
+                    f'state file {path} is missing: restore it, or start a new --work-dir')
+            if sha256_file(path) != digest:
+                raise StateCorruptedError(
+                    f'state file {path} is corrupted (checksum mismatch): restore it, or '
+                    'start a new --work-dir')
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,445 @@
+"""Exact per-sample SAAL at the cost of a few batched passes: :class:`FastExactEngine`.
+
+Per chunk of ``B`` samples the engine runs:
+
+1. **One clean forward pass** with the graph kept. ``task.pseudo_label`` runs first; the
+   model's top-level forward is memoised for that call (with the graph) and handed back, with
+   its graph, when ``task.loss_per_unit`` calls the model again with the same input objects.
+   A task that calls its model differently simply gets a second forward pass; a task that
+   shares the pseudo-label pass with its loss itself is handled too (every layer call made
+   with gradients enabled is recorded, and the backward pass tells which reach the loss).
+2. **One backward pass** for the summed per-sample objectives, asking only for the gradients at
+   the outputs of the layers with trainable parameters (``D``), never for weight gradients.
+   Because a sample's loss does not depend on the other samples of the batch (the task
+   contract; batch norm in eval mode), ``D`` restricted to sample ``b`` is sample ``b``'s own.
+3. **Per-layer per-sample gradients** from the recorded inputs and ``D``
+   (:mod:`.layer_factors`): the low-rank route for SAM (``q = 2``) where it is cheaper, the
+   dense route elsewhere, closed forms for batch norm. Their norm terms add up to each
+   sample's ε scale (:mod:`.perturbation_rules`).
+4. **One perturbed forward pass** in which every such layer computes its output with each
+   sample's own ``θ + ε_b`` (its forward is swapped for the duration of the pass).
+
+The weights are never written to, so they are bit-identical afterwards, and ``.grad`` is
+untouched. Memory grows with ``chunk_size`` (activations, ``D``, low-rank factors, and dense
+per-sample gradients up to ``max_kept_mb``), never with the pool.
+
+Models with a trainable parameter outside ``nn.Linear``, ``nn.Conv2d`` (``groups = 1``, zero
+padding) and eval-mode ``nn.BatchNorm{1,2,3}d``, parameters shared between modules, layers
+whose activations lack the leading sample dimension, and perturbations other than
+``SAMPerturbation``/``ASAMPerturbation`` are scored by the ``fallback`` engine (exact), with one
+log line saying why. SAM with ``q != 2`` and ASAM use the dense route everywhere (exact, slower).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
+
+from ..core.perturbation import Perturbation
+from ..core.task import BaseTask
+from ..registry import ENGINES
+from .base import reduce_units
+from .engines import EngineOutput, PerturbedLossEngine
+from .layer_factors import (BatchNormGradient, BatchNormLayer, DenseGradient, LayerGradient,
+                            LowRankGradient, PatchLayer, UnsupportedLayer, layer_for)
+from .perturbation_rules import PerturbationRule, rule_for
+
+Layer = PatchLayer | BatchNormLayer
+
+#: Accepted values of ``layer_method``: how conv/linear layers get their per-sample gradients.
+LAYER_METHODS = ('auto', 'low_rank', 'dense')
+
+
+def plan_layers(model: nn.Module) -> tuple[list[Layer], list[str]]:
+    """The per-layer adapters of a model's trainable parameters, and why any are unsupported.
+
+    Args:
+        model: The network.
+
+    Returns:
+        ``(layers, problems)``: one adapter per module that owns trainable parameters, and one
+        message per obstacle (empty when the whole model is supported).
+    """
+    layers: list[Layer] = []
+    problems: list[str] = []
+    owners: dict[int, str] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        for n, p in own:
+            if id(p) in owners:
+                problems.append(f'parameter {name}.{n} is shared with {owners[id(p)]}')
+            owners[id(p)] = f'{name}.{n}'
+        if 'forward' in module.__dict__:
+            problems.append(f'{name or "model"} has an instance-level forward')
+            continue
+        try:
+            layer = layer_for(module, name)
+        except UnsupportedLayer as err:
+            problems.append(str(err))
+            continue
+        if layer is None:
+            problems.append(f'{name or "model"} ({type(module).__name__}) has trainable '
+                            f'parameters and no per-sample rule')
+            continue
+        layers.append(layer)
+    return layers, problems
+
+
+# --------------------------------------------------------------------------- recording
+class _Recorder:
+    """Forward hooks that record, per planned layer and call, its input and output edge.
+
+    Only calls made with gradients enabled are recorded: those are the ones whose graph the
+    backward pass walks. ``batch`` is the chunk's sample count, checked on every call.
+    """
+
+    def __init__(self, layers: list[Layer]) -> None:
+        self.layers = layers
+        self.batch = 0
+        self.records: dict[int, list[tuple[Tensor, int, Any]]] = {}
+        self._handles: list[Any] = []
+
+    @contextmanager
+    def hooked(self) -> Iterator[None]:
+        """Record while inside the block."""
+        try:
+            for i, layer in enumerate(self.layers):
+                self._handles.append(layer.module.register_forward_hook(self._hook(i)))
+            yield
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+
+    def _hook(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if not torch.is_grad_enabled():
+                return
+            x = args[0] if args else None
+            layer = self.layers[index]
+            if not (isinstance(x, Tensor) and isinstance(output, Tensor)):
+                raise UnsupportedLayer(f'{layer.name} was called without a tensor input/output')
+            if x.shape[0] != self.batch or output.shape[0] != self.batch:
+                raise UnsupportedLayer(
+                    f'{layer.name} sees {x.shape[0]} rows for a chunk of {self.batch} samples '
+                    f'(its activations have no leading per-sample dimension)')
+            if isinstance(layer, BatchNormLayer):
+                layer.check_mode()
+            if output.requires_grad:
+                # The edge, not the tensor: an in-place op after the layer (ReLU(inplace=True))
+                # rebinds the tensor to a new node, the edge still names the layer's output.
+                self.records.setdefault(index, []).append(
+                    (x, x._version, get_gradient_edge(output)))
+        return hook
+
+    def take(self) -> dict[int, list[tuple[Tensor, int, Any]]]:
+        """Hand over the records so far and start empty."""
+        records, self.records = self.records, {}
+        return records
+
+
+def _tensor_tree(out: Any) -> bool:
+    if isinstance(out, Tensor):
+        return True
+    if isinstance(out, (list, tuple)):
+        return all(_tensor_tree(o) for o in out)
+    if isinstance(out, dict):
+        return all(_tensor_tree(o) for o in out.values())
+    return False
+
+
+def _detach(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out.detach()
+    if isinstance(out, dict):
+        return {k: _detach(v) for k, v in out.items()}
+    return type(out)(_detach(o) for o in out)
+
+
+def _versions(args: tuple, kwargs: dict) -> list[int]:
+    return [a._version for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+
+
+class _ForwardMemo:
+    """Swaps the model's top-level forward so that the loss pass can reuse the pseudo-label pass.
+
+    Phase ``'pseudo'``: the first call runs with gradients enabled (whatever the caller's mode)
+    and is cached; the caller gets detached outputs, so pseudo-labels carry no graph. Phase
+    ``'loss'``: a call with the very same argument objects, unmodified, returns the cached
+    outputs with their graph, once. Any other call is an ordinary forward pass.
+    """
+
+    def __init__(self, model: nn.Module, recorder: _Recorder) -> None:
+        self.model = model
+        self.recorder = recorder
+        self.phase: str | None = None
+        self._cache: tuple[tuple, dict, list[int], Any] | None = None
+        self._real: Callable = model.forward
+
+    @contextmanager
+    def installed(self) -> Iterator['_ForwardMemo']:
+        """The memoising forward is in place inside the block."""
+        with _patched_forwards({self.model: self._forward}):
+            try:
+                yield self
+            finally:
+                self._cache = None
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.phase == 'pseudo' and self._cache is None:
+            self.recorder.take()
+            with torch.enable_grad():
+                out = self._real(*args, **kwargs)
+            if _tensor_tree(out):
+                self._cache = (args, kwargs, _versions(args, kwargs), out)
+                return _detach(out)
+            # Outputs we cannot detach safely: forget this pass and give the caller a plain one.
+            self.recorder.take()
+            with torch.no_grad():
+                return self._real(*args, **kwargs)
+        if self.phase == 'loss' and self._cache is not None:
+            c_args, c_kwargs, versions, out = self._cache
+            same = (len(args) == len(c_args) and all(a is b for a, b in zip(args, c_args))
+                    and kwargs.keys() == c_kwargs.keys()
+                    and all(kwargs[k] is c_kwargs[k] for k in kwargs)
+                    and _versions(args, kwargs) == versions)
+            self._cache = None
+            if same:
+                return out
+        return self._real(*args, **kwargs)
+
+
+_MISSING = object()
+
+
+@contextmanager
+def _patched_forwards(forwards: dict[nn.Module, Callable]) -> Iterator[None]:
+    """Replace modules' forwards (instance attributes) inside the block; always restored."""
+    saved: dict[nn.Module, Any] = {}
+    try:
+        for module, fn in forwards.items():
+            saved[module] = module.__dict__.get('forward', _MISSING)
+            module.forward = fn
+        yield
+    finally:
+        for module, previous in saved.items():
+            if previous is _MISSING:
+                del module.forward
+            else:
+                module.forward = previous
+
+
+class _Workspace:
+    """Large buffers reused from chunk to chunk, for one scoring run.
+
+    Per-sample weight gradients run to hundreds of megabytes; allocating them afresh for every
+    chunk costs page faults that, measured on CPU, take longer than filling them.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[Any, Tensor] = {}
+
+    def get(self, key: Any, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A ``shape`` view of the buffer ``key`` (created or regrown as needed)."""
+        buf = self._buffers.get(key)
+        if (buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]
+                or buf.dtype != like.dtype or buf.device != like.device):
+            buf = like.new_empty(shape)
+            self._buffers[key] = buf
+        return buf[:shape[0]]
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+
+# --------------------------------------------------------------------------- the engine
+@ENGINES.register_module()
+class FastExactEngine(PerturbedLossEngine):
+    """Exact per-sample SAAL from per-layer gradient factors (see the module docstring).
+
+    Args:
+        chunk_size: Samples per chunk (one clean, one backward, one perturbed pass each).
+            Memory grows linearly with it.
+        layer_method: ``'auto'`` picks per conv/linear layer the cheaper of ``'low_rank'``
+            (SAM with ``q = 2`` only) and ``'dense'``; the other two force one route (tests).
+        max_kept_mb: Budget for dense per-sample gradients kept between the norm and the
+            perturbed pass; layers beyond it form theirs a second time instead (the ones with
+            the fewest positions first, where that is cheapest).
+        fallback: Engine config for models or perturbations without per-layer rules.
+    """
+
+    def __init__(self, chunk_size: int = 32, layer_method: str = 'auto',
+                 max_kept_mb: float = 512.0, fallback: dict | None = None) -> None:
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
+        if layer_method not in LAYER_METHODS:
+            raise ValueError(f'layer_method must be one of {LAYER_METHODS}, got {layer_method!r}')
+        if max_kept_mb < 0:
+            raise ValueError(f'max_kept_mb must be >= 0, got {max_kept_mb}')
+        self.chunk_size = chunk_size
+        self.layer_method = layer_method
+        self.max_kept_bytes = int(max_kept_mb * 2**20)
+        self.fallback_cfg = dict(fallback or dict(type='ReferenceEngine'))
+        #: Routes of the last chunk: {'low_rank': n, 'dense': n, 'batch_norm': n} (for logs).
+        self.last_routes: dict[str, int] = {}
+        #: Why the last run used the fallback engine, or ``None`` if it did not.
+        self.fallback_reason: str | None = None
+        self._workspace = _Workspace()
+
+    # ------------------------------------------------------------------ contract
+    def run(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
+            perturbation: Perturbation, objective_reduction: str) -> EngineOutput:
+        sample_ids = np.asarray(sample_ids, dtype=np.int64)
+        self.fallback_reason = None
+        rule = rule_for(perturbation)
+        layers, problems = plan_layers(model)
+        if rule is None:
+            problems.insert(0, f'no per-layer rule for {perturbation!r}')
+        if self.layer_method == 'low_rank' and rule is not None and not rule.low_rank:
+            raise ValueError(f"layer_method='low_rank' needs SAMPerturbation with q=2, got "
+                             f"{perturbation!r}: use 'auto' or 'dense'")
+        if problems:
+            yield from self._fall_back(task, model, sample_ids, perturbation,
+                                       objective_reduction, '; '.join(problems[:3]))
+            return
+        done = 0
+        self._workspace = _Workspace()
+        try:
+            for ids, inputs in task.pool_batches(sample_ids, self.chunk_size):
+                try:
+                    clean, perturbed = self._chunk(task, model, inputs, len(ids), layers, rule,
+                                                   objective_reduction)
+                except UnsupportedLayer as err:
+                    self._workspace.clear()
+                    yield from self._fall_back(task, model, sample_ids[done:], perturbation,
+                                               objective_reduction, str(err))
+                    return
+                if done == 0:
+                    print_log(f'FastExactEngine: {perturbation!r}, chunks of '
+                              f'{self.chunk_size}, layers {self.last_routes}', logger='current')
+                done += len(ids)
+                yield ids, clean, perturbed
+        finally:
+            self._workspace.clear()
+
+    def _fall_back(self, task, model, sample_ids, perturbation, objective_reduction,
+                   reason: str) -> EngineOutput:
+        engine = ENGINES.build(self.fallback_cfg)
+        self.fallback_reason = reason
+        print_log(f'FastExactEngine: scoring with {type(engine).__name__} instead (exact, '
+                  f'slower): {reason}', logger='current', level=30)
+        yield from engine.run(task, model, sample_ids, perturbation, objective_reduction)
+
+    # ------------------------------------------------------------------ one chunk
+    def _chunk(self, task: BaseTask, model: nn.Module, inputs: Any, batch: int,
+               layers: list[Layer], rule: PerturbationRule,
+               objective_reduction: str) -> tuple[Tensor, Tensor]:
+        recorder = _Recorder(layers)
+        recorder.batch = batch
+        memo = _ForwardMemo(model, recorder)
+        with recorder.hooked(), memo.installed():
+            memo.phase = 'pseudo'
+            with torch.no_grad():
+                targets = task.pseudo_label(model, inputs)
+            memo.phase = 'loss'
+            pseudo_records = recorder.take()
+            with torch.enable_grad():
+                clean = task.loss_per_unit(model, inputs, targets)
+            records = recorder.take()
+            memo.phase = None
+        # Calls from both phases: the loss may rest on the pseudo-label pass (the memo, or a
+        # task sharing its own forward). Calls whose outputs do not reach the loss get no
+        # gradient in the backward pass and drop out there.
+        for i, calls in pseudo_records.items():
+            records.setdefault(i, [])[:0] = calls
+
+        gradients = self._layer_gradients(layers, records, clean, objective_reduction, rule)
+        # No graph from here on: the per-sample quantities involve the (grad-requiring)
+        # weights, and a graph would keep every temporary alive.
+        with torch.no_grad():
+            forwards = {}
+            if gradients:
+                total = sum(g.norm_terms(rule) for g in gradients.values())
+                scale = rule.scale(total)
+                forwards = {layers[i].module: g.perturbed_forward(rule, scale)
+                            for i, g in gradients.items()}
+            with _patched_forwards(forwards):
+                perturbed = task.loss_per_unit(model, inputs, targets)
+        return clean.detach(), perturbed.detach()
+
+    def _layer_gradients(self, layers: list[Layer], records: dict[int, list], clean: Tensor,
+                         objective_reduction: str,
+                         rule: PerturbationRule) -> dict[int, LayerGradient]:
+        """Backward pass to the recorded layer outputs, then each layer's per-sample gradient."""
+        flat = [(i, x, version, edge) for i, calls in records.items()
+                for x, version, edge in calls]
+        if not flat or not clean.requires_grad:
+            self.last_routes = {}
+            return {}
+        # Summed over samples: each sample's part of D is its own gradient (see module doc).
+        objective = reduce_units(clean, objective_reduction).sum()
+        deltas = torch.autograd.grad(objective, [e for *_, e in flat], allow_unused=True)
+        per_layer: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        for (i, x, version, _), delta in zip(flat, deltas):
+            if x._version != version:
+                raise UnsupportedLayer(f'the input of {layers[i].name} was modified in place '
+                                       f'after the layer used it')
+            if delta is None:  # this call's output does not reach the loss
+                continue
+            xs, ds = per_layer.setdefault(i, ([], []))
+            xs.append(x.detach())
+            ds.append(delta)
+
+        routes = {'low_rank': 0, 'dense': 0, 'batch_norm': 0}
+        gradients: dict[int, LayerGradient] = {}
+        dense: list[tuple[int, PatchLayer, list[Tensor], list[Tensor], int]] = []
+        for i, (xs, ds) in per_layer.items():
+            layer = layers[i]
+            if isinstance(layer, BatchNormLayer):
+                gradients[i] = BatchNormGradient(layer, xs, ds)
+                routes['batch_norm'] += 1
+                continue
+            d_mats = [layer.delta_matrix(d) for d in ds]
+            if self._use_low_rank(layer, xs, rule):
+                gradients[i] = LowRankGradient(layer, xs, d_mats)
+                routes['low_rank'] += 1
+            else:
+                dense.append((i, layer, xs, d_mats, sum(d.shape[2] for d in d_mats)))
+                routes['dense'] += 1
+        # Keep dense gradients where forming them again would cost most per byte kept (the
+        # most positions); the others are formed a second time in the perturbed pass.
+        budget = self.max_kept_bytes
+        for i, layer, xs, d_mats, _ in sorted(dense, key=lambda item: -item[4]):
+            shape = (d_mats[0].shape[0], layer.out_features, layer.in_features)
+            size = math.prod(shape) * d_mats[0].element_size()
+            keep = size <= budget
+            budget -= size if keep else 0
+            # Kept gradients own a buffer; the others share one per shape (used one at a time).
+            key = ('kept', i) if keep else ('scratch', shape[1:])
+            gradients[i] = DenseGradient(
+                layer, xs, d_mats, keep,
+                lambda key=key, shape=shape, like=d_mats[0]: self._workspace.get(key, shape, like))
+        self.last_routes = routes
+        return gradients
+
+    def _use_low_rank(self, layer: PatchLayer, inputs: list[Tensor],
+                      rule: PerturbationRule) -> bool:
+        if not rule.low_rank or self.layer_method == 'dense':
+            return False
+        if self.layer_method == 'low_rank':
+            return True
+        calls = len(inputs)
+        # The low-rank products pair every call with every other one.
+        low_rank = calls * sum(layer.low_rank_cost(x) for x in inputs)
+        return low_rank < sum(layer.dense_cost(x) for x in inputs)
+
+
+__all__ = ['FastExactEngine', 'LAYER_METHODS', 'plan_layers']

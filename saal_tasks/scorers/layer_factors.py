@@ -1,0 +1,589 @@
+"""Per-sample gradients of single layers from their factors, and forwards under per-sample ε.
+
+For a layer that maps patches to outputs linearly (``nn.Linear``, ``nn.Conv2d``), the gradient
+of sample ``b``'s loss with respect to the weight matrix ``W [p, d]`` is a sum of outer products
+over the layer's ``T`` positions (tokens, or output pixels of a convolution)::
+
+    G_b = D_b · U_bᵀ      D_b = ∂loss_b/∂output  [p, T],   U_b = input patches  [d, T]
+
+so everything a per-sample perturbation needs comes from the layer's input (recorded in the
+forward pass) and ``D`` (one ordinary backward pass for the whole batch). Two exact routes:
+
+* **low rank** (SAM with ``q = 2`` only, where ``ε_b = s_b · G_b``): ``‖G_b‖² = Σ (UᵀU ⊙ DᵀD)``
+  and ``(W + s_b G_b) · u' = W·u' + s_b · D_b (Uᵀ u')``, so neither ``G_b`` nor a per-sample
+  weight is ever formed. For a convolution, the patch inner products ``UᵀU'`` are sums of
+  ``kh·kw`` shifted blocks of the pixel Gram matrix ``XᵀX'`` (no im2col). Cheap where ``T`` is
+  small: deep convolution layers, linear heads.
+* **dense**: form ``G_b``, apply any entry-wise ``ε_b = s_b · φ(G_b, W)`` (ASAM, SAM with any
+  ``q``) and run the layer with the per-sample weights ``W + ε_b`` in one batched call: a
+  grouped convolution (one group per sample) where positions outnumber patch entries, a
+  batched matrix product on patch rows elsewhere (:class:`DenseOps`).
+
+``nn.BatchNorm*`` in eval mode is an affine map per channel of the normalised input ``x̂``
+(fixed running statistics), so its per-sample gradients are ``Σ δ·x̂`` and ``Σ δ`` per channel.
+
+Only per-layer objects live here; the engine (:mod:`.fast_engine`) records the inputs, runs
+the backward pass and picks the routes with :meth:`PatchLayer.low_rank_cost` and
+:meth:`PatchLayer.dense_cost`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .perturbation_rules import PerturbationRule
+
+#: A perturbed replacement of a module's forward for the current chunk of samples.
+PerturbedForward = Callable[[Tensor], Tensor]
+
+
+class UnsupportedLayer(Exception):
+    """A module (or the way it is called) that the per-layer rules cannot handle exactly."""
+
+
+def _own_trainable(module: nn.Module, name: str) -> nn.Parameter | None:
+    p = module._parameters.get(name)
+    return p if p is not None and p.requires_grad else None
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# --------------------------------------------------------------------------- dense operations
+class DenseOps:
+    """Per-sample weight gradients and per-sample-weight forwards of one layer, in one layout.
+
+    ``weight_matrix``, ``weight_grad`` and ``forward`` agree on the order of the ``d`` patch
+    entries, which differs between implementations; entry-wise rules and norms do not care.
+
+    Attributes:
+        uses_buffer: ``weight_grad`` writes into the ``out`` buffer it is given.
+    """
+
+    uses_buffer = False
+
+    def weight_matrix(self) -> Tensor:
+        """``W`` as ``[p, d]`` in this layout."""
+        raise NotImplementedError
+
+    def weight_grad(self, x: Tensor, d_mat: Tensor, out: Tensor | None = None) -> Tensor:
+        """Per-sample ``G = D Uᵀ``, ``[B, p, d]``.
+
+        Args:
+            x: The layer's input.
+            d_mat: Output gradients ``D [B, p, T]``.
+            out: A ``[B, p, d]`` buffer to write into where the implementation can.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, weights: Tensor, bias: Tensor | None) -> Tensor:
+        """The layer's output with per-sample weights ``[B, p, d]`` and biases ``[B, p]``."""
+        raise NotImplementedError
+
+
+class _RowOps(DenseOps):
+    """Batched matrix products on patch rows ``[B, T, d]`` (linear layers, deep convolutions)."""
+
+    uses_buffer = True
+
+    def __init__(self, layer: 'PatchLayer') -> None:
+        self.layer = layer
+
+    def weight_matrix(self):
+        return self.layer.row_weight()
+
+    def weight_grad(self, x, d_mat, out=None):
+        return torch.bmm(d_mat, self.layer.rows(x), out=out)
+
+    def forward(self, x, weights, bias):
+        rows = self.layer.rows(x).transpose(1, 2)
+        flat = (torch.bmm(weights, rows) if bias is None
+                else torch.baddbmm(bias.unsqueeze(2), weights, rows))
+        return self.layer.fold(flat, x)
+
+
+class _GroupedConvOps(DenseOps):
+    """One convolution group per sample (early convolution layers with many positions)."""
+
+    def __init__(self, layer: 'Conv2dLayer') -> None:
+        self.layer = layer
+
+    def weight_matrix(self):
+        return self.layer.module.weight.reshape(self.layer.out_features, -1)
+
+    def weight_grad(self, x, d_mat, out=None):
+        layer = self.layer
+        b, c = x.shape[:2]
+        out_hw = layer.out_size(x)
+        g = torch.nn.grad.conv2d_weight(
+            x.reshape(1, b * c, *x.shape[2:]), (b * layer.out_features, c, *layer.kernel),
+            d_mat.reshape(1, b * layer.out_features, *out_hw), layer.stride, layer.padding,
+            layer.dilation, groups=b)
+        return g.reshape(b, layer.out_features, -1)
+
+    def forward(self, x, weights, bias):
+        layer = self.layer
+        b, c = x.shape[:2]
+        out = F.conv2d(x.reshape(1, b * c, *x.shape[2:]),
+                       weights.reshape(b * layer.out_features, c, *layer.kernel),
+                       None if bias is None else bias.reshape(-1), layer.stride,
+                       layer.padding, layer.dilation, groups=b)
+        return out.reshape(b, layer.out_features, *out.shape[2:])
+
+
+# --------------------------------------------------------------------------- layer adapters
+class PatchLayer:
+    """A ``Linear`` or ``Conv2d`` seen as ``output = W · patches + bias``.
+
+    Args:
+        module: The layer.
+        name: Its qualified name in the model (for messages).
+    """
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self.module = module
+        self.name = name
+        self.weight = _own_trainable(module, 'weight')
+        self.bias = _own_trainable(module, 'bias')
+        self.out_features = int(module.weight.shape[0])
+        self.in_features = int(module.weight[0].numel())
+
+    def params(self) -> list[nn.Parameter]:
+        """Trainable parameters this layer perturbs."""
+        return [p for p in (self.weight, self.bias) if p is not None]
+
+    def positions(self, x: Tensor) -> int:
+        """``T``: output positions per sample for input ``x``."""
+        raise NotImplementedError
+
+    def delta_matrix(self, delta: Tensor) -> Tensor:
+        """Output gradient ``[B, *out]`` as ``D [B, p, T]``."""
+        raise NotImplementedError
+
+    def fold(self, flat: Tensor, x: Tensor) -> Tensor:
+        """Outputs ``[B, p, T]`` for input ``x`` back into the module's output layout."""
+        raise NotImplementedError
+
+    def bias_view(self, bias: Tensor, out: Tensor) -> Tensor:
+        """Per-sample biases ``[B, p]`` shaped to broadcast against an output ``out``."""
+        raise NotImplementedError
+
+    def rows(self, x: Tensor) -> Tensor:
+        """Patch rows ``[B, T, d]`` in the order of :meth:`row_weight`."""
+        raise NotImplementedError
+
+    def row_weight(self) -> Tensor:
+        """``W [p, d]`` in the entry order of :meth:`rows`."""
+        raise NotImplementedError
+
+    def gram(self, xa: Tensor, xb: Tensor) -> Tensor:
+        """Patch inner products ``U_aᵀ U_b`` per sample, ``[B, T_a, T_b]``."""
+        raise NotImplementedError
+
+    def dense_ops(self, x: Tensor) -> DenseOps:
+        """The faster dense implementation for inputs shaped like ``x``."""
+        return _RowOps(self)
+
+    def low_rank_cost(self, x: Tensor) -> int:
+        """Multiply-adds per sample of the low-rank route for one call on ``x``."""
+        raise NotImplementedError
+
+    def dense_cost(self, x: Tensor) -> int:
+        """Multiply-adds per sample of the dense route beyond the layer's own product.
+
+        Forming ``G`` costs ``T·d·p``; the per-sample weights then take several memory-bound
+        passes over ``d·p`` numbers (norm, perturbation, product), measured on CPU at about 64
+        multiply-adds' time per number in all.
+        """
+        return (self.positions(x) + 64) * self.in_features * self.out_features
+
+
+class LinearLayer(PatchLayer):
+    """``nn.Linear`` on ``[B, *, d]`` inputs; the middle dimensions are the positions ``T``."""
+
+    def positions(self, x):
+        return x[0].numel() // self.in_features
+
+    def delta_matrix(self, delta):
+        return delta.reshape(delta.shape[0], -1, self.out_features).transpose(1, 2)
+
+    def fold(self, flat, x):
+        return flat.transpose(1, 2).reshape(*x.shape[:-1], self.out_features)
+
+    def bias_view(self, bias, out):
+        return bias.reshape(bias.shape[0], *([1] * (out.dim() - 2)), self.out_features)
+
+    def rows(self, x):
+        return x.reshape(x.shape[0], -1, self.in_features)
+
+    def row_weight(self):
+        return self.module.weight
+
+    def gram(self, xa, xb):
+        return torch.bmm(self.rows(xa), self.rows(xb).transpose(1, 2))
+
+    def low_rank_cost(self, x):
+        t = self.positions(x)
+        return 2 * 2 * t * t * (self.in_features + self.out_features)
+
+
+class Conv2dLayer(PatchLayer):
+    """``nn.Conv2d`` with ``groups = 1`` and zero padding."""
+
+    def __init__(self, module: nn.Conv2d, name: str) -> None:
+        super().__init__(module, name)
+        self.kernel = _pair(module.kernel_size)
+        self.stride = _pair(module.stride)
+        self.dilation = _pair(module.dilation)
+        padding = module.padding
+        if padding == 'valid':
+            padding = (0, 0)
+        elif padding == 'same':
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel)]
+            if any(t % 2 for t in total):
+                raise UnsupportedLayer(f"{name}: padding='same' with an even kernel pads "
+                                       f'asymmetrically')
+            padding = tuple(t // 2 for t in total)
+        self.padding = _pair(padding)
+        self.pointwise = self.kernel == (1, 1) and self.padding == (0, 0)
+
+    def out_size(self, x: Tensor) -> tuple[int, int]:
+        """Output height and width for input ``x``."""
+        h, w = (
+            (size + 2 * pad - dil * (k - 1) - 1) // st + 1
+            for size, pad, dil, k, st in zip(x.shape[-2:], self.padding, self.dilation,
+                                             self.kernel, self.stride))
+        return h, w
+
+    def positions(self, x):
+        h, w = self.out_size(x)
+        return h * w
+
+    def delta_matrix(self, delta):
+        return delta.reshape(delta.shape[0], self.out_features, -1)
+
+    def fold(self, flat, x):
+        return flat.reshape(flat.shape[0], self.out_features, *self.out_size(x))
+
+    def bias_view(self, bias, out):
+        return bias.reshape(*bias.shape, 1, 1)
+
+    def rows(self, x):
+        # Channels-last patches, entry order (kh, kw, C): the copy moves whole channel vectors,
+        # which is far faster on CPU than F.unfold's (C, kh, kw) order.
+        b, c, h, w = x.shape
+        (ph, pw), (sh, sw), (dh, dw) = self.padding, self.stride, self.dilation
+        padded = x.new_zeros(b, h + 2 * ph, w + 2 * pw, c)
+        padded[:, ph:ph + h, pw:pw + w] = x.permute(0, 2, 3, 1)
+        oh, ow = self.out_size(x)
+        s = padded.stride()
+        view = padded.as_strided((b, oh, ow, *self.kernel, c),
+                                 (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]))
+        return view.reshape(b, oh * ow, -1)
+
+    def row_weight(self):
+        return self.module.weight.permute(0, 2, 3, 1).reshape(self.out_features, -1)
+
+    def dense_ops(self, x):
+        # Measured on CPU (ResNet-18 shapes): per-sample grouped convolutions win where the
+        # positions are many compared with the patch entries (the first two stages); batched
+        # matrix products on patch rows win in the deep layers.
+        if 8 * self.positions(x) >= self.in_features:
+            return _GroupedConvOps(self)
+        return _RowOps(self)
+
+    def _subsampled(self, x: Tensor) -> Tensor:
+        """A pointwise convolution's patches are its input pixels at the stride: ``[B, C, T]``."""
+        sh, sw = self.stride
+        return x[:, :, ::sh, ::sw].reshape(x.shape[0], x.shape[1], -1)
+
+    def gram(self, xa, xb):
+        if self.pointwise:
+            return torch.bmm(self._subsampled(xa).transpose(1, 2), self._subsampled(xb))
+        b = xa.shape[0]
+        (ph, pw), (sh, sw), (dh, dw) = self.padding, self.stride, self.dilation
+        # Pixel Gram XᵀX' [B, Ha, Wa, Hb, Wb], zero-padded like the inputs: a patch inner
+        # product is the sum over kernel offsets of pixel inner products at shifted positions.
+        pixels = torch.bmm(xa.flatten(2).transpose(1, 2), xb.flatten(2))
+        pixels = F.pad(pixels.view(b, *xa.shape[2:], *xb.shape[2:]), (pw, pw, ph, ph) * 2)
+        (oha, owa), (ohb, owb) = self.out_size(xa), self.out_size(xb)
+        kh, kw = self.kernel
+        # Kernel columns first, then kernel rows: each a strided view whose last axis moves
+        # both positions by the same offset, summed in one reduction. (A single reduction over
+        # both kernel axes is an order of magnitude slower on CPU.)
+        st = pixels.stride()
+        cols = pixels.as_strided(
+            (b, pixels.shape[1], owa, pixels.shape[3], owb, kw),
+            (st[0], st[1], st[2] * sw, st[3], st[4] * sw, (st[2] + st[4]) * dw)).sum(dim=5)
+        st = cols.stride()
+        rows = cols.as_strided(
+            (b, oha, owa, ohb, owb, kh),
+            (st[0], st[1] * sh, st[2], st[3] * sh, st[4], (st[1] + st[3]) * dh)).sum(dim=5)
+        return rows.reshape(b, oha * owa, ohb * owb)
+
+    def low_rank_cost(self, x):
+        t = self.positions(x)
+        pixels = t if self.pointwise else x.shape[2] * x.shape[3]
+        c = x.shape[1]
+        # Two pixel Grams (norm, perturbed pass), two [T, T] products with D; small batched
+        # products run at about half the rate of a convolution on CPU.
+        return 2 * (2 * pixels * pixels * c + 2 * t * t * self.out_features)
+
+
+class BatchNormLayer:
+    """``nn.BatchNorm{1,2,3}d`` in eval mode: ``y = γ · x̂ + β`` with running statistics."""
+
+    def __init__(self, module: nn.modules.batchnorm._BatchNorm, name: str) -> None:
+        self.module = module
+        self.name = name
+        self.weight = _own_trainable(module, 'weight')
+        self.bias = _own_trainable(module, 'bias')
+
+    def params(self) -> list[nn.Parameter]:
+        """Trainable parameters this layer perturbs."""
+        return [p for p in (self.weight, self.bias) if p is not None]
+
+    def check_mode(self) -> None:
+        """Refuse batch statistics: they would make a sample's loss depend on its batch."""
+        if self.module.training or self.module.running_mean is None:
+            raise UnsupportedLayer(f'{self.name}: BatchNorm uses batch statistics (training mode '
+                                   f'or track_running_stats=False)')
+
+    def invstd(self) -> Tensor:
+        """``1/sqrt(running_var + eps)``, ``[C]``."""
+        return torch.rsqrt(self.module.running_var + self.module.eps)
+
+
+def layer_for(module: nn.Module, name: str) -> PatchLayer | BatchNormLayer | None:
+    """The adapter of a module with trainable parameters, or ``None`` if it has no rule.
+
+    Args:
+        module: A module that owns trainable parameters.
+        name: Its qualified name (for messages).
+
+    Raises:
+        UnsupportedLayer: A known type in a configuration without an exact rule.
+    """
+    if type(module) is nn.Linear:
+        return LinearLayer(module, name)
+    if type(module) is nn.Conv2d:
+        if module.groups != 1 or module.padding_mode != 'zeros':
+            raise UnsupportedLayer(f'{name}: Conv2d with groups={module.groups}, '
+                                   f'padding_mode={module.padding_mode!r}')
+        return Conv2dLayer(module, name)
+    if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+        return BatchNormLayer(module, name)
+    return None
+
+
+# --------------------------------------------------------------------------- per-chunk gradients
+class LayerGradient:
+    """Per-sample gradients of one layer for one chunk, in whatever form is cheapest."""
+
+    def norm_terms(self, rule: PerturbationRule) -> Tensor:
+        """This layer's per-sample contribution to the perturbation norm, ``[B]``."""
+        raise NotImplementedError
+
+    def perturbed_forward(self, rule: PerturbationRule, scale: Tensor) -> PerturbedForward:
+        """The layer's forward with each sample's own ``ε_b = scale_b · φ(g_b)``.
+
+        Args:
+            rule: The perturbation's per-layer rule.
+            scale: Per-sample scale ``s`` ``[B]``.
+        """
+        raise NotImplementedError
+
+
+def _bias_grad(layer: PatchLayer, d_mats: list[Tensor]) -> Tensor | None:
+    """Per-sample bias gradient ``Σ_t D`` ``[B, p]`` over all calls, or ``None`` if frozen."""
+    if layer.bias is None:
+        return None
+    return sum(d.sum(dim=2) for d in d_mats)
+
+
+class LowRankGradient(LayerGradient):
+    """``G_b = Σ_calls D_b U_bᵀ`` kept as its factors (SAM with ``q = 2`` only).
+
+    Args:
+        layer: The linear or convolution layer.
+        inputs: The layer's inputs, one ``[B, ...]`` tensor per call.
+        d_mats: Output gradients ``[B, p, T_call]`` per call.
+    """
+
+    def __init__(self, layer: PatchLayer, inputs: list[Tensor], d_mats: list[Tensor]) -> None:
+        self.layer, self.inputs, self.d_mats = layer, inputs, d_mats
+        self.gb = _bias_grad(layer, d_mats)
+
+    def norm_terms(self, rule):
+        terms = torch.zeros_like(self.d_mats[0][:, 0, 0])
+        if self.gb is not None:
+            terms = terms + rule.norm_terms(self.gb, self.layer.bias)
+        if self.layer.weight is not None:
+            # ‖Σ_c D_c U_cᵀ‖²_F = Σ_{c,c'} Σ (U_cᵀU_c' ⊙ D_cᵀD_c'): [T, T] products per sample.
+            for xa, da in zip(self.inputs, self.d_mats):
+                for xb, db in zip(self.inputs, self.d_mats):
+                    gram_d = torch.bmm(da.transpose(1, 2), db)
+                    terms = terms + (self.layer.gram(xa, xb) * gram_d).sum(dim=(1, 2))
+        return terms
+
+    def perturbed_forward(self, rule, scale):
+        layer = self.layer
+        original = type(layer.module).forward
+        # s_b · D_b, computed once for every call of the layer in the perturbed pass.
+        sds = [d * scale.view(-1, 1, 1) for d in self.d_mats]
+        sgb = None if self.gb is None else self.gb * scale.view(-1, 1)
+
+        def forward(x: Tensor) -> Tensor:
+            out = original(layer.module, x)
+            if layer.weight is not None:
+                # (W + s D Uᵀ) u' = W u' + s D (Uᵀ u'): patch inner products, never G itself.
+                extra = sum(torch.bmm(sd, layer.gram(xc, x)) for sd, xc in zip(sds, self.inputs))
+                out = out + layer.fold(extra, x)
+            if sgb is not None:
+                out = out + layer.bias_view(sgb, out)
+            return out
+
+        return forward
+
+
+class DenseGradient(LayerGradient):
+    """``G_b`` formed per sample; ε may be any entry-wise function of it (ASAM, SAM with q).
+
+    Args:
+        layer: The linear or convolution layer.
+        inputs: The layer's inputs, one ``[B, ...]`` tensor per call.
+        d_mats: Output gradients ``[B, p, T_call]`` per call.
+        keep: Keep ``G`` between the norm and the perturbed forward (``B·p·d`` numbers) instead
+            of forming it a second time.
+        buffer: Optional callable giving ``[B, p, d]`` memory for ``G``, reused across chunks (a
+            fresh allocation of that size costs page faults every time); called only if the
+            layer's implementation can write into it. The memory must stay untouched while
+            this gradient is alive if ``keep``, and between uses otherwise.
+    """
+
+    def __init__(self, layer: PatchLayer, inputs: list[Tensor], d_mats: list[Tensor],
+                 keep: bool, buffer: Callable[[], Tensor] | None = None) -> None:
+        self.layer, self.inputs, self.d_mats, self.keep = layer, inputs, d_mats, keep
+        self.ops = layer.dense_ops(inputs[0])
+        self.buffer = buffer() if buffer is not None and self.ops.uses_buffer else None
+        self.gb = _bias_grad(layer, d_mats)
+        self.g: Tensor | None = None
+
+    def _weight_grad(self, d_mats: list[Tensor]) -> Tensor:
+        g = None
+        for x, d in zip(self.inputs, d_mats):
+            if g is None:
+                g = self.ops.weight_grad(x, d, out=self.buffer)
+            else:
+                g.add_(self.ops.weight_grad(x, d))
+        return g
+
+    def norm_terms(self, rule):
+        terms = torch.zeros_like(self.d_mats[0][:, 0, 0])
+        if self.gb is not None:
+            terms = terms + rule.norm_terms(self.gb, self.layer.bias)
+        if self.layer.weight is not None:
+            # The rule may transform G in place into the form its finish() needs.
+            prepared, weight_terms = rule.prepare(self._weight_grad(self.d_mats),
+                                                  self.ops.weight_matrix())
+            terms = terms + weight_terms
+            if self.keep:
+                self.g = prepared
+        return terms
+
+    def perturbed_forward(self, rule, scale):
+        layer, ops = self.layer, self.ops
+        w = ops.weight_matrix()
+
+        def per_sample_weights() -> Tensor:
+            # W + s_b φ(G_b), built in G's memory. A rule linear in g takes s_b through the
+            # (small) output gradients instead of one more pass over the per-sample weights.
+            if rule.linear:
+                scaled = [d * scale.view(-1, 1, 1) for d in self.d_mats]
+                return rule.shifted(self._weight_grad(scaled), w)
+            return rule.perturbed(self._weight_grad(self.d_mats), w, scale)
+
+        # Kept: formed now from the stored G. Not kept: formed again inside each call and
+        # dropped right after it, so that only one layer's per-sample weights exist at a time.
+        kept = rule.finish(self.g, w, scale) if self.g is not None else None
+        self.g = None
+        bias = layer.module.bias
+        shift = None
+        if self.gb is not None:
+            bias = rule.perturbed(self.gb, bias, scale)
+            shift = bias - layer.module.bias
+        elif bias is not None:
+            bias = bias.unsqueeze(0).expand(scale.shape[0], -1)
+        original = type(layer.module).forward
+
+        def forward(x: Tensor) -> Tensor:
+            if layer.weight is None:
+                # Only the bias is trainable: the layer's own product plus the per-sample shift.
+                out = original(layer.module, x)
+                return out + layer.bias_view(shift, out)
+            weights = kept if kept is not None else per_sample_weights()
+            return ops.forward(x, weights, bias)
+
+        return forward
+
+
+class BatchNormGradient(LayerGradient):
+    """Per-sample ``γ`` and ``β`` gradients of an eval-mode batch norm, ``[B, C]`` each.
+
+    Args:
+        layer: The batch-norm layer.
+        inputs: Its inputs ``[B, C, *]``, one per call.
+        deltas: Output gradients, same shapes.
+    """
+
+    def __init__(self, layer: BatchNormLayer, inputs: list[Tensor],
+                 deltas: list[Tensor]) -> None:
+        self.layer = layer
+        mod = layer.module
+        self.g_weight: Tensor | None = None
+        self.g_bias: Tensor | None = None
+        invstd = layer.invstd()
+        for x, d in zip(inputs, deltas):
+            b, c = d.shape[:2]
+            d = d.reshape(b, c, -1)
+            sum_d = d.sum(dim=2)
+            if layer.weight is not None:
+                # Σ δ·x̂ = invstd · (Σ δ·x − μ · Σ δ): one pass over the activations, not three.
+                gw = ((d * x.reshape(b, c, -1)).sum(dim=2) - mod.running_mean * sum_d) * invstd
+                self.g_weight = gw if self.g_weight is None else self.g_weight + gw
+            if layer.bias is not None:
+                self.g_bias = sum_d if self.g_bias is None else self.g_bias + sum_d
+
+    def norm_terms(self, rule):
+        terms = 0
+        if self.g_weight is not None:
+            terms = terms + rule.norm_terms(self.g_weight, self.layer.weight)
+        if self.g_bias is not None:
+            terms = terms + rule.norm_terms(self.g_bias, self.layer.bias)
+        return terms
+
+    def perturbed_forward(self, rule, scale):
+        mod = self.layer.module
+        gamma, beta = mod.weight.unsqueeze(0), mod.bias.unsqueeze(0)
+        if self.g_weight is not None:
+            gamma = rule.perturbed(self.g_weight, mod.weight, scale)
+        if self.g_bias is not None:
+            beta = rule.perturbed(self.g_bias, mod.bias, scale)
+        # y = (x - μ)·invstd·γ_b + β_b = x·a_b + (β_b - μ·a_b): one fused multiply-add.
+        a = (gamma * self.layer.invstd()).expand(scale.shape[0], -1)
+        shift = (beta - mod.running_mean * a).expand(scale.shape[0], -1)
+
+        def forward(x: Tensor) -> Tensor:
+            view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+            return torch.addcmul(shift.reshape(view), x, a.reshape(view))
+
+        return forward
+
+
+__all__ = ['UnsupportedLayer', 'DenseOps', 'PatchLayer', 'LinearLayer', 'Conv2dLayer',
+           'BatchNormLayer', 'layer_for', 'LayerGradient', 'LowRankGradient', 'DenseGradient',
+           'BatchNormGradient', 'PerturbedForward']

@@ -1,0 +1,218 @@
+"""VAAL (Sinha et al., 2019): a VAE and a discriminator trained on labeled versus unlabeled.
+
+Each round, from scratch: a VAE learns a latent space of the task's inputs from labeled and
+unlabeled samples (reconstruction + β·KL), while a discriminator on the latent means learns to
+tell labeled (1) from unlabeled (0) and the VAE is trained adversarially to make every sample
+look labeled. Unlabeled samples the discriminator is surest are unlabeled are the ones least
+represented by the labeled set: the score is ``1 − D(μ(x))``.
+
+The networks are independent of the task model (as in the paper); only the inputs come from
+the task (``pool_batches``). Needs ``dict(type='PoolViewHook')`` in the config's hooks.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import ConfigError
+from ..registry import MODELS, SCORERS
+from ..scorers.base import BaseScorer, ScoreResult
+from .context import PoolAware
+
+
+@MODELS.register_module()
+class MLPVAE(nn.Module):
+    """A VAE over flattened inputs (small images such as 8×8 digits).
+
+    Args:
+        input_shape: Shape of one input, e.g. ``(1, 8, 8)``.
+        hidden: Width of the hidden layers.
+        latent_dim: Size of the latent code.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], hidden: int = 256,
+                 latent_dim: int = 32) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        size = math.prod(self.input_shape)
+        self.encoder = nn.Sequential(nn.Linear(size, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                     nn.ReLU())
+        self.mu = nn.Linear(hidden, latent_dim)
+        self.logvar = nn.Linear(hidden, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, size))
+        self.latent_dim = latent_dim
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(μ, log σ²)``, each ``[B, latent_dim]``, of inputs ``[B, *input_shape]``."""
+        h = self.encoder(x.flatten(1))
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[B, *input_shape]`` of codes ``[B, latent_dim]``."""
+        return self.decoder(z).view(-1, *self.input_shape)
+
+
+@MODELS.register_module()
+class ConvVAE(nn.Module):
+    """A convolutional VAE for square images whose side is divisible by 8 (32×32).
+
+    Args:
+        input_shape: ``(C, H, W)`` of one input.
+        width: Channels of the first conv (doubling twice).
+        latent_dim: Size of the latent code.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], width: int = 64,
+                 latent_dim: int = 64) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        if h % 8 or w % 8:
+            raise ConfigError(f'ConvVAE needs H and W divisible by 8, got {input_shape}: use '
+                             'MLPVAE')
+        self.input_shape = (c, h, w)
+        self.latent_dim = latent_dim
+
+        def down(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        def up(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU()]
+
+        self.encoder = nn.Sequential(*down(c, width), *down(width, 2 * width),
+                                     *down(2 * width, 4 * width), nn.Flatten(1))
+        self._grid = (4 * width, h // 8, w // 8)
+        flat = math.prod(self._grid)
+        self.mu = nn.Linear(flat, latent_dim)
+        self.logvar = nn.Linear(flat, latent_dim)
+        self.project = nn.Linear(latent_dim, flat)
+        self.decoder = nn.Sequential(*up(4 * width, 2 * width), *up(2 * width, width),
+                                     nn.ConvTranspose2d(width, c, 4, 2, 1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.project(z).view(-1, *self._grid))
+
+
+class Discriminator(nn.Module):
+    """MLP on latent codes; the logit of "labeled"."""
+
+    def __init__(self, latent_dim: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B]`` for codes ``[B, latent_dim]``."""
+        return self.net(z).squeeze(1)
+
+
+def vae_loss(vae: nn.Module, x: torch.Tensor, beta: float,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstruction MSE + β·KL of a batch, and the latent means it used.
+
+    Returns:
+        ``(loss, mu)``: scalar and ``[B, latent_dim]``.
+    """
+    mu, logvar = vae.encode(x)
+    noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+    z = mu + noise * torch.exp(0.5 * logvar)
+    recon = F.mse_loss(vae.decode(z), x)
+    kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+    return recon + beta * kl, mu
+
+
+@SCORERS.register_module()
+class VAALScorer(PoolAware, BaseScorer):
+    """VAAL's acquisition score ``1 − D(μ(x))``, networks retrained every round.
+
+    Args:
+        vae: Config of the VAE (``MLPVAE`` or ``ConvVAE``; ``input_shape`` is filled in).
+        discriminator_hidden: Width of the discriminator.
+        iterations: Training iterations per round (each: one labeled and one unlabeled batch).
+        batch_size: Samples per batch (each of labeled and unlabeled).
+        lr_vae: Adam learning rate of the VAE (paper: 5e-4).
+        lr_discriminator: Adam learning rate of the discriminator (paper: 5e-4).
+        beta: Weight of the KL term (paper: 1).
+        adversary_weight: Weight of the VAE's adversarial term (paper: 1).
+    """
+
+    def __init__(self, vae: dict | None = None, discriminator_hidden: int = 512,
+                 iterations: int = 300, batch_size: int = 64, lr_vae: float = 5e-4,
+                 lr_discriminator: float = 5e-4, beta: float = 1.0,
+                 adversary_weight: float = 1.0) -> None:
+        super().__init__(log_interval=10_000)
+        if iterations < 1 or batch_size < 1:
+            raise ConfigError('scorer.iterations and scorer.batch_size must be >= 1')
+        self.vae_cfg = dict(vae or dict(type='MLPVAE'))
+        self.discriminator_hidden = discriminator_hidden
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.lr_vae = lr_vae
+        self.lr_discriminator = lr_discriminator
+        self.beta = beta
+        self.adversary_weight = adversary_weight
+
+    def _inputs(self, task, ids: np.ndarray) -> torch.Tensor:
+        return next(iter(task.pool_batches(ids, len(ids))))[1]
+
+    def fit(self, task, labeled: np.ndarray, unlabeled: np.ndarray,
+            rng: np.random.Generator) -> tuple[nn.Module, Discriminator]:
+        """Train a fresh VAE and discriminator; returns both in eval mode."""
+        example = self._inputs(task, labeled[:1])
+        seed = int(rng.integers(2**31 - 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vae = MODELS.build({**self.vae_cfg, 'input_shape': tuple(example.shape[1:])})
+            disc = Discriminator(vae.latent_dim, self.discriminator_hidden)
+        vae.to(device=example.device, dtype=example.dtype)
+        disc.to(device=example.device, dtype=example.dtype)
+        opt_vae = torch.optim.Adam(vae.parameters(), lr=self.lr_vae)
+        opt_disc = torch.optim.Adam(disc.parameters(), lr=self.lr_discriminator)
+        generator = torch.Generator().manual_seed(seed)
+        vae.train()
+        disc.train()
+        for _ in range(self.iterations):
+            x_l = self._inputs(task, rng.choice(labeled, min(self.batch_size, len(labeled)),
+                                                replace=False))
+            x_u = self._inputs(task, rng.choice(unlabeled,
+                                                min(self.batch_size, len(unlabeled)),
+                                                replace=False))
+            # VAE step: reconstruct both sets and make both look labeled to the discriminator.
+            loss_l, mu_l = vae_loss(vae, x_l, self.beta, generator)
+            loss_u, mu_u = vae_loss(vae, x_u, self.beta, generator)
+            fooled = torch.cat([disc(mu_l), disc(mu_u)])
+            adversarial = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+            opt_vae.zero_grad()
+            (loss_l + loss_u + self.adversary_weight * adversarial).backward()
+            opt_vae.step()
+            # Discriminator step on the (fixed) latent means: labeled 1, unlabeled 0.
+            with torch.no_grad():
+                mu_l, _ = vae.encode(x_l)
+                mu_u, _ = vae.encode(x_u)
+            logits = torch.cat([disc(mu_l), disc(mu_u)])
+            truth = torch.cat([torch.ones(len(mu_l)), torch.zeros(len(mu_u))]).to(logits)
+            opt_disc.zero_grad()
+            F.binary_cross_entropy_with_logits(logits, truth).backward()
+            opt_disc.step()
+        return vae.eval(), disc.eval()
+
+    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+        view = self.pool
+        labeled, unlabeled = view.labeled_ids(), view.unlabeled_ids()
+        vae, disc = self.fit(task, labeled, unlabeled, rng)
+        scores = []
+        with torch.no_grad():
+            for _, inputs in task.pool_batches(sample_ids, 512):
+                mu, _ = vae.encode(inputs)
+                scores.append((1.0 - torch.sigmoid(disc(mu))).double().cpu().numpy())
+        return ScoreResult(sample_ids=np.asarray(sample_ids, dtype=np.int64),
+                           scores=np.concatenate(scores) if scores else np.zeros(0))

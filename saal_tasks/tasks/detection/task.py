@@ -1,0 +1,507 @@
+"""Object detection as an active-learning task: an mmdet SSD, one unit per pseudo-box.
+
+The adapter answers :class:`~saal_tasks.core.BaseTask` with mmdet's own machinery:
+
+* **Pool**: the images of ``train_dataloader.dataset`` (wrappers such as
+  ``RepeatDataset(ConcatDataset(...))`` are flattened), keyed by absolute ids derived from the
+  VOC image ids (:mod:`.voc_pool`).
+* **Training**: an mmengine ``Runner`` with the config's optimizer, schedule, hooks and train
+  pipeline, on :class:`~.voc_pool.LabeledSubset` (exactly the labeled images, with the
+  oracle's annotations).
+* **Evaluation**: the config's ``test_dataloader`` and ``test_evaluator`` (VOC07 mAP with
+  mmdet's ``VOCMetric``), as mmengine's test loop runs them.
+* **Scoring protocol**: ``pseudo_label`` = SSD's post-NMS detections scoring at least
+  ``pseudo_score_thr``; ``loss_per_unit`` = each pseudo-box's classification loss
+  (:func:`.ssd_units.box_classification_losses`), normalised inside its image, ``[B, K]``
+  padded with exact zeros after each image's own ``K_i`` boxes (so sums over boxes are
+  unaffected; use ``score_reduction='sum'``).
+"""
+from __future__ import annotations
+
+import copy
+import os.path as osp
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.evaluator import Evaluator
+from mmengine.logging import print_log
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from torch import nn
+
+from ...core.errors import AnnotationError, ConfigError
+from ...core.task import BaseTask
+from ...mmcv_ops_fallback import active_path
+from ...registry import TASKS
+# ssd_units makes mmcv.ops importable before anything imports mmdet.
+from .ssd_units import (anchor_cells, box_classification_losses, detect, head_forward,
+                        select_pseudo_boxes)
+from .runtime import (isolated_runner_globals, load_checkpoint_weights, preserved_global_rng,
+                      quiet_current_logger, safe_checkpoint_globals)
+from .voc_pool import ImagePool, LabeledSubset, flatten_dataset_cfg
+
+from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after ssd_units, see above)
+from mmdet.datasets import VOCDataset  # noqa: E402
+from mmdet.registry import DATASETS, MODELS  # noqa: E402
+
+#: Runner hooks the task switches off: the AL loop owns checkpoints (``train_mode``), and
+#: drawing predictions is not part of a round.
+DISABLED_HOOKS = ('checkpoint', 'visualization')
+EMPTY_POLICIES = ('zero', 'top1')
+
+
+def fix_ssd_head_loss_cls(model: nn.Module) -> None:
+    """Work around mmdet 3.3.0's SSD inference bug, in this one place.
+
+    ``SSDHead.__init__`` skips ``AnchorHead.__init__`` and never sets ``loss_cls``, but the
+    shared post-processing (``BaseDenseHead._predict_by_feat_single``) reads
+    ``self.loss_cls.custom_cls_channels``, so ``model.predict`` raises ``AttributeError``
+    (mmdetection issues 11063 and 11305). SSD classifies with a plain softmax and has no
+    loss module, so ``None`` is the truthful value and makes that check fall through.
+    """
+    head = model.bbox_head
+    if isinstance(head, SSDHead) and not hasattr(head, 'loss_cls'):
+        head.loss_cls = None
+
+
+def _set_data_root(dataset_cfg: dict, data_root: str) -> None:
+    """Replace ``data_root`` in a dataset config and every dataset it wraps (in place)."""
+    kind = dataset_cfg.get('type')
+    if kind in ('RepeatDataset', 'ClassBalancedDataset'):
+        _set_data_root(dataset_cfg['dataset'], data_root)
+    elif kind == 'ConcatDataset':
+        for sub in dataset_cfg['datasets']:
+            _set_data_root(sub, data_root)
+    else:
+        dataset_cfg['data_root'] = data_root
+
+
+def _check_files(leaf_cfg: dict, field: str) -> None:
+    """One clear line when a dataset's image-set file is missing (no VOCdevkit)."""
+    path = osp.join(leaf_cfg.get('data_root') or '', leaf_cfg['ann_file'])
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{field}: {osp.abspath(path)} does not exist. Put PASCAL VOC (VOCdevkit with '
+            'VOC2007 and VOC2012) there or set task.data_root=<path to VOCdevkit/>; to try '
+            'detection without VOC, run `make demo-det` (generated data in the same layout)')
+
+
+def _pretrained_checkpoints(cfg: Any) -> list[str]:
+    """Every ``checkpoint`` of a ``Pretrained`` ``init_cfg`` inside a model config."""
+    found = []
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'Pretrained' and cfg.get('checkpoint'):
+            found.append(str(cfg['checkpoint']))
+        for value in cfg.values():
+            found += _pretrained_checkpoints(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            found += _pretrained_checkpoints(value)
+    return found
+
+
+def _check_pretrained(model_cfg: dict) -> None:
+    """Pretrained weights must be local files: nothing is downloaded at run time."""
+    for path in _pretrained_checkpoints(model_cfg):
+        if '://' in path:
+            raise ConfigError(
+                f'task.model loads pretrained weights from {path}, which needs the network: '
+                'download the file on a machine with network and set its local path in '
+                'init_cfg.checkpoint (or init_cfg=None to train from scratch)')
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'pretrained weights {path} do not exist: copy the file there (see '
+                'docs/detection.md) or set task.model.backbone.init_cfg=None to train from '
+                'scratch')
+
+
+def _strip_for_scoring(info: dict) -> dict:
+    """A record for pool scoring: the ground truth of unlabeled images is never loaded."""
+    info['instances'] = []
+    return info
+
+
+class PseudoBoxes(list):
+    """Pseudo-boxes of a batch (one ``InstanceData`` per image), possibly carrying the
+    forward pass they were computed from (see :meth:`DetectionTask.pseudo_label`)."""
+
+    forward: '_SharedForward | None' = None
+
+
+@dataclass
+class _SharedForward:
+    """Network outputs (with their autograd graph) and what they were computed from."""
+
+    model: nn.Module
+    inputs: dict
+    versions: tuple[int, ...]
+    out: Any
+
+
+def _param_versions(model: nn.Module) -> tuple[int, ...]:
+    """In-place update counters of the parameters: any change of the weights changes them."""
+    return tuple(p._version for p in model.parameters())
+
+
+@TASKS.register_module()
+class DetectionTask(BaseTask):
+    """SSD detection on VOC-layout data, with box-sum SAAL units.
+
+    The mmdet arguments take the values of mmdet's config keys of the same name (the configs
+    in ``configs/det`` pass them from ``mmdet::pascal_voc/ssd300_voc0712.py``).
+
+    Args:
+        model: mmdet detector config; its head must be an ``SSDHead``.
+        train_dataloader: mmdet train dataloader config; its ``dataset`` defines the pool
+            and the training pipeline (wrappers are flattened; see :mod:`.voc_pool`).
+        test_dataloader: Evaluation dataloader config (VOC2007 test in the paper).
+        test_evaluator: Evaluator config (``VOCMetric``).
+        optim_wrapper: Optimizer wrapper config.
+        train_cfg: Training loop config (``EpochBasedTrainLoop``; epochs per round).
+        param_scheduler: Learning-rate schedule configs.
+        default_hooks: Runner default hooks (``checkpoint`` and ``visualization`` are
+            switched off).
+        custom_hooks: Runner custom hooks.
+        data_root: Replaces ``data_root`` of every dataset when given (a ``VOCdevkit/`` path).
+        pseudo_score_thr: Minimum post-NMS detection score of a pseudo-box.
+        empty_policy: Images without a pseudo-box: ``'zero'`` (score exactly 0) or
+            ``'top1'`` (use the single best detection whatever its score).
+        init_checkpoint: Optional local checkpoint (Runner checkpoint or state dict) loaded
+            into every freshly built detector, e.g. a detector pretrained elsewhere.
+        badge_feature_dim: BADGE embeddings project each level's features to this many
+            dimensions with a fixed random matrix; ``None`` keeps the exact per-level blocks
+            (``(C + 1) × sum of level channels`` dimensions).
+        badge_projection_seed: Seed of that projection.
+        share_forward: Reuse the pseudo-labelling forward pass for the clean box losses
+            (one network pass less per scored batch; see :meth:`pseudo_label`).
+        runner_dir: Folder for the Runner's logs; ``None`` uses a temporary folder deleted
+            after each training.
+        log_level: Level of the Runner's logger (``'WARNING'`` hides per-iteration lines).
+    """
+
+    def __init__(self, model: dict, train_dataloader: dict, test_dataloader: dict,
+                 test_evaluator: dict | list, optim_wrapper: dict, train_cfg: dict,
+                 param_scheduler: dict | list | None = None,
+                 default_hooks: dict | None = None, custom_hooks: list | None = None,
+                 data_root: str | None = None, pseudo_score_thr: float = 0.5,
+                 empty_policy: str = 'zero',
+                 init_checkpoint: str | None = None, badge_feature_dim: int | None = None,
+                 badge_projection_seed: int = 0, share_forward: bool = True,
+                 runner_dir: str | None = None, log_level: str = 'INFO') -> None:
+        if empty_policy not in EMPTY_POLICIES:
+            raise ConfigError(f'task.empty_policy must be one of {EMPTY_POLICIES}, got '
+                              f'{empty_policy!r}')
+        if not 0.0 <= pseudo_score_thr <= 1.0:
+            raise ConfigError(f'task.pseudo_score_thr must be in [0, 1], got {pseudo_score_thr}')
+        if badge_feature_dim is not None and badge_feature_dim < 1:
+            raise ConfigError(f'task.badge_feature_dim must be >= 1, got {badge_feature_dim}')
+        self.model_cfg = copy.deepcopy(dict(model))
+        head_type = self.model_cfg.get('bbox_head', {}).get('type')
+        if head_type != 'SSDHead':
+            raise ConfigError(f'task.model.bbox_head.type is {head_type!r}: the detection task '
+                              "computes SSD's box losses and needs 'SSDHead'")
+        self.train_loader_cfg = copy.deepcopy(dict(train_dataloader))
+        self.test_loader_cfg = copy.deepcopy(dict(test_dataloader))
+        if data_root is not None:
+            _set_data_root(self.train_loader_cfg['dataset'], data_root)
+            _set_data_root(self.test_loader_cfg['dataset'], data_root)
+        self.test_evaluator_cfg = copy.deepcopy(test_evaluator)
+        self.optim_wrapper_cfg = copy.deepcopy(dict(optim_wrapper))
+        self.train_cfg = copy.deepcopy(dict(train_cfg))
+        self.param_scheduler_cfg = copy.deepcopy(param_scheduler)
+        self.default_hooks = {k: v for k, v in copy.deepcopy(dict(default_hooks or {})).items()
+                              if k not in DISABLED_HOOKS}
+        # None removes one of mmengine's own default hooks (the checkpoint hook).
+        self.default_hooks['checkpoint'] = None
+        self.custom_hooks = copy.deepcopy(list(custom_hooks or []))
+        self.pseudo_score_thr = float(pseudo_score_thr)
+        self.empty_policy = empty_policy
+        self.init_checkpoint = init_checkpoint
+        self.badge_feature_dim = badge_feature_dim
+        self.badge_projection_seed = badge_projection_seed
+        self.share_forward = share_forward
+        self.runner_dir = runner_dir
+        self.log_level = log_level
+        self._annotations: dict[int, list[dict]] = {}
+        self._projections: dict[tuple[int, int], torch.Tensor] = {}
+        self._test_loader = None
+
+        leaves = flatten_dataset_cfg(self.train_loader_cfg['dataset'])
+        for leaf in leaves:
+            _check_files(leaf, 'task.train_dataloader.dataset')
+        for leaf in flatten_dataset_cfg(self.test_loader_cfg['dataset']):
+            _check_files(leaf, 'task.test_dataloader.dataset')
+        _check_pretrained(self.model_cfg)
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            self.pool = ImagePool([DATASETS.build(leaf) for leaf in leaves])
+            self.test_pipeline = Compose(self.test_loader_cfg['dataset']['pipeline'])
+        num_classes = self.model_cfg['bbox_head'].get('num_classes')
+        if num_classes != len(self.pool.classes):
+            raise ConfigError(f'task.model.bbox_head.num_classes is {num_classes} but the '
+                              f'dataset has {len(self.pool.classes)} classes '
+                              f'{self.pool.classes}: make them agree')
+        print_log(f'detection pool: {len(self.pool.sample_ids())} images from '
+                  f'{len(leaves)} dataset(s), classes {self.pool.classes}; mmcv ops: '
+                  f'{active_path()}', logger='current')
+
+    # ------------------------------------------------------------------ data
+    def sample_ids(self) -> np.ndarray:
+        return self.pool.sample_ids()
+
+    def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
+        return {int(i): self.pool.ground_truth(int(i)) for i in sample_ids}
+
+    def validate_annotations(self, annotations: dict[int, Any]) -> None:
+        """Each annotation is a list of ``{'bbox': [x1, y1, x2, y2], 'bbox_label': c,
+        'ignore_flag': 0|1}`` with 0-based pixel boxes inside the image."""
+        num_classes = len(self.pool.classes)
+        for sid, instances in annotations.items():
+            try:
+                info = self.pool.data_info(int(sid))
+            except KeyError:
+                raise AnnotationError(f'image {sid} is not in the detection pool: annotate '
+                                      'only queried images') from None
+            if not isinstance(instances, list):
+                raise AnnotationError(f'annotation of image {sid} must be a list of boxes, '
+                                      f'got {type(instances).__name__}')
+            for inst in instances:
+                box = inst.get('bbox') if isinstance(inst, dict) else None
+                if box is None or len(box) != 4 or not all(np.isfinite(box)):
+                    raise AnnotationError(f'image {sid}: {inst!r} needs a "bbox" of 4 finite '
+                                          'numbers [x1, y1, x2, y2]')
+                x1, y1, x2, y2 = (float(v) for v in box)
+                if not (0 <= x1 < x2 <= info['width'] and 0 <= y1 < y2 <= info['height']):
+                    raise AnnotationError(
+                        f'image {sid}: box {box} is not inside the {info["width"]}x'
+                        f'{info["height"]} image with x1 < x2 and y1 < y2: fix the box')
+                label = inst.get('bbox_label')
+                if isinstance(label, bool) or not isinstance(label, (int, np.integer)) \
+                        or not 0 <= int(label) < num_classes:
+                    raise AnnotationError(f'image {sid}: bbox_label {label!r} is not a class '
+                                          f'index 0..{num_classes - 1} of {self.pool.classes}')
+                if int(inst.get('ignore_flag', 0)) not in (0, 1):
+                    raise AnnotationError(f'image {sid}: ignore_flag must be 0 or 1')
+
+    def set_annotations(self, annotations: dict[int, Any]) -> None:
+        self.validate_annotations(annotations)
+        for sid, instances in annotations.items():
+            self._annotations[int(sid)] = [
+                {'bbox': [float(v) for v in inst['bbox']], 'bbox_label': int(inst['bbox_label']),
+                 'ignore_flag': int(inst.get('ignore_flag', 0))} for inst in instances]
+
+    def decode_annotation(self, value: Any) -> list[dict]:
+        return list(value)
+
+    def labeled_dataset(self, labeled_ids: np.ndarray) -> LabeledSubset:
+        """The training dataset of ``labeled_ids`` (annotations from the oracle)."""
+        return LabeledSubset(self.pool, labeled_ids, self._annotations)
+
+    # ------------------------------------------------------------------ model
+    def build_model(self, seed: int) -> nn.Module:
+        with DefaultScope.overwrite_default_scope('mmdet'), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = MODELS.build(copy.deepcopy(self.model_cfg))
+            # A pretrained backbone in init_cfg is read here, by mmengine's torch.load.
+            with safe_checkpoint_globals(), quiet_current_logger():
+                model.init_weights()
+        if self.init_checkpoint:
+            missing, unexpected = model.load_state_dict(
+                load_checkpoint_weights(self.init_checkpoint), strict=False)
+            print_log(f'loaded {self.init_checkpoint} ({len(missing)} missing, '
+                      f'{len(unexpected)} unexpected keys)', logger='current')
+        fix_ssd_head_loss_cls(model)
+        return model
+
+    def _train_loader(self, labeled_ids: np.ndarray, seed: int) -> dict:
+        cfg = copy.deepcopy(self.train_loader_cfg)
+        cfg['dataset'] = self.labeled_dataset(labeled_ids)
+        cfg['sampler'] = dict(type='DefaultSampler', shuffle=True, seed=seed)
+        if not cfg.get('num_workers'):
+            cfg.pop('persistent_workers', None)
+        return cfg
+
+    def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
+        if len(labeled_ids) == 0:
+            raise ValueError('no labeled images to train on: raise al.initial_size')
+        workdir = self.runner_dir or tempfile.mkdtemp(prefix='saal_det_runner_')
+        start = time.perf_counter()
+        try:
+            with preserved_global_rng(), isolated_runner_globals():
+                runner = Runner(
+                    model=model, work_dir=workdir,
+                    train_dataloader=self._train_loader(labeled_ids, seed),
+                    optim_wrapper=copy.deepcopy(self.optim_wrapper_cfg),
+                    param_scheduler=copy.deepcopy(self.param_scheduler_cfg),
+                    train_cfg=copy.deepcopy(self.train_cfg),
+                    default_hooks=copy.deepcopy(self.default_hooks),
+                    custom_hooks=copy.deepcopy(self.custom_hooks),
+                    default_scope='mmdet', randomness=dict(seed=seed),
+                    env_cfg=dict(cudnn_benchmark=False), log_level=self.log_level,
+                    experiment_name='saal_detection')
+                model = runner.train()
+                loss = runner.message_hub.get_scalar('train/loss').current()
+                iters = runner.iter
+        finally:
+            if self.runner_dir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        print_log(f'  trained on {len(labeled_ids)} images: {iters} iterations, last loss '
+                  f'{loss:.4f} ({time.perf_counter() - start:.1f}s)', logger='current')
+        model.eval()
+        return model
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        # Each DataLoader iteration draws its base seed from torch's global RNG.
+        with DefaultScope.overwrite_default_scope('mmdet'), preserved_global_rng():
+            if self._test_loader is None:
+                cfg = copy.deepcopy(self.test_loader_cfg)
+                if not cfg.get('num_workers'):
+                    cfg.pop('persistent_workers', None)
+                self._test_loader = Runner.build_dataloader(cfg, seed=0)
+            evaluator = Evaluator(copy.deepcopy(self.test_evaluator_cfg))
+            meta = dict(self._test_loader.dataset.metainfo)
+            if tuple(meta['classes']) != tuple(VOCDataset.METAINFO['classes']):
+                # VOCMetric names the rows of its table after VOC's 20 classes whenever the
+                # folder is VOC2007/VOC2012; other class lists must keep their own names.
+                meta['dataset_type'] = None
+            evaluator.dataset_meta = meta
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    for batch in self._test_loader:
+                        evaluator.process(data_samples=model.test_step(batch), data_batch=batch)
+            finally:
+                model.train(was_training)
+            metrics = evaluator.evaluate(len(self._test_loader.dataset))
+        # 'pascal_voc/mAP' -> 'mAP': one metric namespace per run.
+        return {k.split('/')[-1]: float(v) for k, v in metrics.items()}
+
+    # ------------------------------------------------------------------ scoring protocol
+    def pool_batches(self, sample_ids: np.ndarray,
+                     batch_size: int) -> Iterator[tuple[np.ndarray, dict]]:
+        """Yield ``(ids, batch)``: images through the test pipeline, collated like mmdet's
+        dataloaders (``{'inputs': [...], 'data_samples': [...]}``), without annotations."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start:start + batch_size]
+                items = [self.test_pipeline(_strip_for_scoring(self.pool.data_info(int(i))))
+                         for i in chunk]
+                yield chunk, pseudo_collate(items)
+
+    def batch_size_of(self, inputs: dict) -> int:
+        return len(inputs['inputs'])
+
+    def _forward(self, model: nn.Module, inputs: dict, with_boxes: bool):
+        data = model.data_preprocessor(inputs, False)
+        shapes = [tuple(s.metainfo['img_shape'][:2]) for s in data['data_samples']]
+        return head_forward(model, data['inputs'], shapes, with_boxes=with_boxes)
+
+    def detections(self, model: nn.Module, inputs: dict) -> list:
+        """SSD's post-NMS detections of each image with their source anchors
+        (:func:`.ssd_units.detect`), in network-input pixels."""
+        with torch.no_grad():
+            out = self._forward(model, inputs, with_boxes=True)
+            return [detect(model.bbox_head, out, i) for i in range(len(out.img_shapes))]
+
+    def pseudo_boxes(self, model: nn.Module, inputs: dict) -> list:
+        """Per image, the detections scoring at least ``pseudo_score_thr`` (with the
+        ``empty_policy``): ``InstanceData`` with ``bboxes [K, 4]``, ``labels [K]``,
+        ``scores [K]``, ``anchors [K]`` and ``probs [K, C + 1]`` (no autograd graph kept)."""
+        return [select_pseudo_boxes(d, self.pseudo_score_thr, self.empty_policy)
+                for d in self.detections(model, inputs)]
+
+    def pseudo_label(self, model: nn.Module, inputs: dict) -> 'PseudoBoxes':
+        """:meth:`pseudo_boxes`, keeping the forward pass for :meth:`loss_per_unit`.
+
+        SAAL needs the pseudo-labels and then the clean loss at the same weights, from the
+        same network outputs. With ``share_forward`` the forward runs once, with autograd on,
+        and rides on the returned list; :meth:`loss_per_unit` uses it (once) when called with
+        the same model, the same inputs object and unchanged weights (parameter version
+        counters), and runs the network itself otherwise (e.g. at θ + ε). This saves one of
+        the five network passes of exact per-image scoring.
+        """
+        if not self.share_forward:
+            return PseudoBoxes(self.pseudo_boxes(model, inputs))
+        with torch.enable_grad():
+            out = self._forward(model, inputs, with_boxes=True)
+        with torch.no_grad():
+            boxes = PseudoBoxes(
+                select_pseudo_boxes(detect(model.bbox_head, out, i), self.pseudo_score_thr,
+                                    self.empty_policy) for i in range(len(out.img_shapes)))
+        boxes.forward = _SharedForward(model, inputs, _param_versions(model), out)
+        return boxes
+
+    def loss_per_unit(self, model: nn.Module, inputs: dict, targets: list) -> torch.Tensor:
+        """Classification loss of each pseudo-box, ``[B, K_max]``; image ``i``'s row holds its
+        ``K_i`` box losses then exact zeros (an image without boxes is all zeros)."""
+        shared = getattr(targets, 'forward', None)
+        if (shared is not None and torch.is_grad_enabled() and shared.model is model
+                and shared.inputs is inputs and shared.versions == _param_versions(model)):
+            out = shared.out
+            targets.forward = None  # its graph serves one backward pass
+        else:
+            out = self._forward(model, inputs, with_boxes=False)
+        rows = [box_classification_losses(model.bbox_head, out.cls_logits[i], out.priors,
+                                          t.bboxes, t.labels).per_box
+                for i, t in enumerate(targets)]
+        width = max(r.numel() for r in rows)
+        return torch.stack([torch.cat([r, r.new_zeros(width - r.numel())]) for r in rows])
+
+    def _projection(self, level_channels: int, dim: int) -> torch.Tensor:
+        key = (level_channels, dim)
+        if key not in self._projections:
+            gen = torch.Generator().manual_seed(self.badge_projection_seed * 7919 + level_channels)
+            self._projections[key] = torch.randn(dim, level_channels, generator=gen) / dim ** 0.5
+        return self._projections[key]
+
+    def embed(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """The detection embedding for diversity selectors: :meth:`gradient_embedding`."""
+        return self.gradient_embedding(model, inputs)
+
+    def gradient_embedding(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """BADGE gradient embeddings, ``[B, D]``.
+
+        For a pseudo-box with class distribution ``p`` (source anchor, background included),
+        pseudo-label ``ŷ`` and feature vector ``h`` (the neck feature at the source anchor's
+        cell), ``(p − e_ŷ) ⊗ h`` is the gradient of its cross-entropy with respect to a
+        linear classifier on ``h``; an image's embedding is the sum over its pseudo-boxes,
+        each level in its own block (or all levels projected to ``badge_feature_dim``
+        dimensions by a fixed random matrix). Images without pseudo-boxes embed to zero.
+        """
+        with torch.no_grad():
+            out = self._forward(model, inputs, with_boxes=True)
+            head = model.bbox_head
+            channels = [f.shape[1] for f in out.feats]
+            classes = head.cls_out_channels
+            if self.badge_feature_dim is None:
+                offsets = np.cumsum([0] + [classes * c for c in channels])
+                dim = int(offsets[-1])
+            else:
+                dim = classes * self.badge_feature_dim
+            rows = []
+            for i in range(len(out.img_shapes)):
+                boxes = select_pseudo_boxes(detect(head, out, i), self.pseudo_score_thr,
+                                            self.empty_policy)
+                emb = out.cls_logits.new_zeros(dim)
+                grads = boxes.probs.clone()
+                grads[torch.arange(len(boxes)), boxes.labels] -= 1.0
+                for g, (level, y, x) in zip(grads, anchor_cells(out, boxes.anchors)):
+                    h = out.feats[level][i, :, y, x]
+                    if self.badge_feature_dim is None:
+                        lo = int(offsets[level])
+                        emb[lo:lo + classes * channels[level]] += torch.outer(g, h).flatten()
+                    else:
+                        h = self._projection(channels[level], self.badge_feature_dim).to(h) @ h
+                        emb += torch.outer(g, h).flatten()
+                rows.append(emb)
+            return torch.stack(rows)
+
+
+__all__ = ['DetectionTask', 'PseudoBoxes', 'fix_ssd_head_loss_cls']

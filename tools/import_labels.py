@@ -1,0 +1,52 @@
+"""Import people's answers to a query exported by ``oracle = dict(type='FileOracle')``.
+
+Example::
+
+    python tools/train_al.py CONFIG                    # exits with code 3: query exported
+    # ... label work_dirs/<name>/queries/round_001/ with any tool ...
+    python tools/import_labels.py CONFIG answers.csv   # validated, stored for the run
+    python tools/train_al.py CONFIG --resume           # continues with the answers
+
+Every answer is checked (queried ids only, each once, all of them, classes in range) before
+anything is stored; a rejected import changes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from saal_tasks.cli import load_config, run_reporting_errors  # noqa: E402
+from saal_tasks.core.loop import ActiveLearningLoop  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Import answers to an exported query')
+    parser.add_argument('config', help='the config of the run')
+    parser.add_argument('answers', help='answers file in the task\'s format (CSV or JSON for '
+                        'classification)')
+    parser.add_argument('--work-dir', help='the run\'s work dir (default: as in train_al.py)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run() -> int:
+        cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options)
+        loop = ActiveLearningLoop.from_cfg(cfg)
+        round_idx, count = loop.import_answers(args.answers)
+        print(f'imported {count} answers for round {round_idx}; continue with: '
+              f'python tools/train_al.py {args.config} --work-dir {cfg.work_dir} --resume')
+        return 0
+
+    return run_reporting_errors(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
