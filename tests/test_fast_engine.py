@@ -129,9 +129,9 @@ def test_auto_routes_follow_the_cost_model(digits_task):
     model = _randomised(TinyResNet())
     engine = _engine_after(digits_task, model, dict(type='FastExactEngine', chunk_size=8), SAM)
     # 8x8 digits, cost model in multiply-adds per sample: low rank 2·(2·pixels²·C + 2·T²·p)
-    # against dense (T + 64)·d·p. Dense: the stem (81920 vs 4608), the strided conv1 (73728
-    # vs 23040), the 1x1 downsample (12288 vs 2560). Low rank: conv2 (16384 vs 46080) and the
-    # head (72 vs 5200). The four batch norms have their own rule.
+    # against dense (T + 96)·d·p. Dense: the stem (81920 vs 5760), the strided conv1 (73728
+    # vs 32256), the 1x1 downsample (12288 vs 3584). Low rank: conv2 (16384 vs 64512) and the
+    # head (72 vs 7760). The four batch norms have their own rule.
     assert engine.last_routes == {'low_rank': 2, 'dense': 3, 'batch_norm': 4}
     engine = _engine_after(digits_task, model, dict(type='FastExactEngine', chunk_size=8), ASAM)
     # ASAM has no low-rank form.

@@ -196,10 +196,10 @@ class PatchLayer:
         """Multiply-adds per sample of the dense route beyond the layer's own product.
 
         Forming ``G`` costs ``T·d·p``; the per-sample weights then take several memory-bound
-        passes over ``d·p`` numbers (norm, perturbation, product), measured on CPU at about 64
+        passes over ``d·p`` numbers (norm, perturbation, product), measured on CPU at about 96
         multiply-adds' time per number in all.
         """
-        return (self.positions(x) + 64) * self.in_features * self.out_features
+        return (self.positions(x) + 96) * self.in_features * self.out_features
 
 
 class LinearLayer(PatchLayer):
