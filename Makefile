@@ -3,10 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.saal_tasks_installed
-# The detection stack (mmdet, mmcv): see the detection section at the end.
-DET_STAMP := $(VENV)/.saal_tasks_detection_installed
+# The OpenMMLab stack (mmdet, mmseg, mmcv): see the detection section at the end.
+DET_STAMP := $(VENV)/.saal_tasks_openmmlab_installed
 
-.PHONY: setup demo test setup-det demo-det mmcv-full
+.PHONY: setup demo test setup-det demo-det demo-seg mmcv-full
 
 setup: $(STAMP)
 
@@ -38,9 +38,10 @@ MMCV_SRC := build/mmcv-src
 
 setup-det: $(DET_STAMP)
 
-$(DET_STAMP): $(STAMP) requirements/detection.txt
-	# mmdet and its needs (mmdet does not declare mmcv; it is chosen below).
-	$(PIP) install --quiet $$(grep -v -e '^#' -e '^-r' -e '^mmcv' requirements/detection.txt)
+$(DET_STAMP): $(STAMP) requirements/detection.txt requirements/segmentation.txt
+	# mmdet, mmseg and their needs (neither declares mmcv; it is chosen below).
+	$(PIP) install --quiet $$(cat requirements/detection.txt requirements/segmentation.txt | \
+	    grep -v -e '^#' -e '^-r' -e '^mmcv' | sort -u)
 	@if [ -n "$(MMCV_WHEEL)" ] && { $(PIP) uninstall --quiet --yes mmcv-lite >/dev/null 2>&1; \
 	    $(PIP) install --quiet "$(MMCV_WHEEL)"; } && $(PY) -c 'import mmcv.ops' >/dev/null 2>&1; then \
 	    echo "mmcv: compiled ops from $(MMCV_WHEEL)"; \
@@ -58,6 +59,14 @@ demo-det: $(DET_STAMP)
 	@test -f $(DEMO_VOC)/VOC2007/ImageSets/Main/test.txt || $(PY) tools/make_voc_demo.py --root $(DEMO_VOC)
 	OMP_NUM_THREADS=1 $(PY) tools/train_al.py configs/det/ssd_tiny_voc_demo.py \
 		--work-dir work_dirs/ssd_tiny_voc_demo/$$(date +%Y%m%d_%H%M%S)
+
+# The segmentation demo: RI-SAAL with a tiny DeepLab-v2-shaped model on generated SYNTHIA- and
+# Cityscapes-layout data, 2 selections inside one 900-iteration run (about 2 minutes).
+SEG_DEMO := data/seg_demo
+demo-seg: $(DET_STAMP)
+	@test -f $(SEG_DEMO)/seg_demo.json || $(PY) tools/make_seg_demo.py --root $(SEG_DEMO)
+	$(PY) tools/train_al.py configs/seg/ri_saal_tiny_demo.py \
+		--work-dir work_dirs/ri_saal_tiny_demo/$$(date +%Y%m%d_%H%M%S)
 
 # Opt-in: mmcv 2.1.0 with its compiled CPU ops, built from source (over an hour on 2 cores).
 # torch 2.14's headers need C++20, while mmcv's setup.py asks for C++14/C++17.

@@ -222,7 +222,7 @@ def test_12_unknown_loop_option(tmp_path):
 
 @pytest.mark.parametrize('key, value, message', [
     ('initial_strategy', 'stratified', "al.initial_strategy must be 'balanced' or 'random'"),
-    ('train_mode', 'finetune', "al.train_mode must be 'scratch' or 'continue'"),
+    ('train_mode', 'finetune', "al.train_mode must be 'scratch', 'continue' or 'in_run'"),
     ('budget', 0, 'al.budget must be an integer >= 1'),
 ])
 def test_13_invalid_loop_values(tmp_path, key, value, message):

@@ -22,6 +22,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
 from saal_tasks.cli import load_config, run_reporting_errors  # noqa: E402
+from saal_tasks.core.allocator import keep_freed_memory  # noqa: E402
 from saal_tasks.core.dist import barrier, init_launcher, rank_and_world  # noqa: E402
 from saal_tasks.core.errors import ResumeError  # noqa: E402
 from saal_tasks.core.loop import MANIFEST, ActiveLearningLoop  # noqa: E402
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> int:
+        keep_freed_memory()  # CPU training and scoring reuse big buffers (see the module)
         cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
                           seed=args.seed)
         work_dir = Path(cfg.work_dir)

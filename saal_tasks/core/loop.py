@@ -91,6 +91,8 @@ class _Round:
     candidates: np.ndarray | None = None
     result: ScoreResult | None = None
     selected: np.ndarray | None = None
+    #: Per selected sample, the flat indices of its units to annotate (partial annotation).
+    units: list[np.ndarray] | None = None
     record: dict[str, Any] | None = None
 
 
@@ -104,14 +106,20 @@ class ActiveLearningLoop:
         oracle: Answers queries with annotations.
         work_dir: Folder for state, per-round outputs, metrics and plots.
         num_rounds: Acquisition rounds; the run trains and evaluates ``num_rounds + 1`` times.
-        budget: Samples queried per round.
-        initial_size: Size of the initial labeled set.
+        budget: Samples queried per round; ``None`` with a unit selector, whose own per-sample
+            budget decides how many units of each scored sample are queried.
+        initial_size: Size of the initial labeled set (0 allowed when the task does not need
+            initial labels, e.g. domain adaptation with a labeled source).
         subset_size: Unlabeled samples drawn at random and scored per round; ``None`` scores
             the whole unlabeled pool.
         initial_strategy: ``'balanced'`` (same count per class, the paper's protocol) or
             ``'random'``.
-        train_mode: ``'scratch'`` (a new model each round) or ``'continue'`` (keep training
-            the previous round's model).
+        train_mode: ``'scratch'`` (a new model each round), ``'continue'`` (keep training
+            the previous round's model), or ``'in_run'`` (one training run, with the queries
+            made at the iterations ``round_iters``; the task's :meth:`BaseTask.train_steps`).
+        round_iters: With ``'in_run'``: the iteration at which each round's training ends,
+            ``num_rounds + 1`` increasing values; the last is the run's length. Round ``r``
+            trains iterations ``[round_iters[r - 2], round_iters[r - 1])``.
         seed: Seed of every random choice of the run (non-negative).
         hooks: Loop hooks.
         config: Plain config of the run (for the resume check and its explanation).
@@ -121,26 +129,33 @@ class ActiveLearningLoop:
 
     def __init__(self, task: BaseTask, scorer: BaseScorer, selector: BaseSelector,
                  oracle: BaseOracle, *, work_dir: str | os.PathLike, num_rounds: int,
-                 budget: int, initial_size: int, subset_size: int | None = None,
+                 budget: int | None, initial_size: int, subset_size: int | None = None,
                  initial_strategy: str = 'balanced', train_mode: str = 'scratch',
-                 seed: int = 0, hooks: Sequence[ALHook] = (),
+                 round_iters: Sequence[int] | None = None, seed: int = 0, hooks: Sequence[ALHook] = (),
                  config: Mapping[str, Any] | None = None, embed_batch_size: int = 256,
                  run_name: str = 'saal') -> None:
         if initial_strategy not in ('balanced', 'random'):
             raise ConfigError(
                 f"al.initial_strategy must be 'balanced' or 'random', got {initial_strategy!r}")
-        if train_mode not in ('scratch', 'continue'):
-            raise ConfigError(
-                f"al.train_mode must be 'scratch' or 'continue', got {train_mode!r}")
-        for name, value, low in (('num_rounds', num_rounds, 0), ('budget', budget, 1),
-                                 ('initial_size', initial_size, 1)):
+        if train_mode not in ('scratch', 'continue', 'in_run'):
+            raise ConfigError(f"al.train_mode must be 'scratch', 'continue' or 'in_run', got "
+                              f'{train_mode!r}')
+        self.unit_mode = bool(getattr(selector, 'selects_units', False))
+        self._check_unit_mode(task, selector, budget)
+        checks = [('num_rounds', num_rounds, 0),
+                  ('initial_size', initial_size,
+                   1 if getattr(task, 'needs_initial_labels', True) else 0)]
+        if not self.unit_mode:
+            checks.append(('budget', budget, 1))
+        for name, value, low in checks:
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ConfigError(f'al.{name} must be an integer >= {low}, got {value!r}')
+        self.round_iters = self._checked_round_iters(train_mode, round_iters, num_rounds)
         if subset_size is not None:
             if not isinstance(subset_size, (int, np.integer)) or subset_size < 1:
                 raise ConfigError(f'al.subset_size must be an integer >= 1, or None to score '
                                   f'the whole unlabeled pool; got {subset_size!r}')
-            if subset_size < budget:
+            if not self.unit_mode and subset_size < budget:
                 raise ConfigError(f'al.subset_size ({subset_size}) must be >= budget '
                                   f'({budget}): the query is chosen from the scored subset')
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -151,7 +166,7 @@ class ActiveLearningLoop:
         self.oracle = oracle
         self.work_dir = Path(work_dir)
         self.num_rounds = int(num_rounds)
-        self.budget = int(budget)
+        self.budget = None if budget is None else int(budget)
         self.initial_size = int(initial_size)
         self.subset_size = subset_size
         self.initial_strategy = initial_strategy
@@ -164,11 +179,47 @@ class ActiveLearningLoop:
         self.run_name = run_name
         self.state: PoolState | None = None
         self.model: nn.Module | None = None
+        #: Optimizer state between the rounds of an in-run schedule.
+        self.optim_state: dict | None = None
         self.records: list[dict[str, Any]] = []
         self.manifest: Manifest | None = None
         #: Set when the run stopped to wait for human answers (see FileOracle).
         self.pending: QueryPending | None = None
         self.rank, self.world_size = 0, 1
+
+    @staticmethod
+    def _check_unit_mode(task: BaseTask, selector: Any, budget: int | None) -> None:
+        units = bool(getattr(selector, 'selects_units', False))
+        partial = bool(getattr(task, 'partial_annotations', False))
+        if units and not partial:
+            raise ConfigError(f'{type(selector).__name__} picks units inside samples but '
+                              f'{type(task).__name__} annotates whole samples: choose a sample '
+                              "selector (e.g. dict(type='TopKSelector'))")
+        if partial and not units:
+            raise ConfigError(f'{type(task).__name__} annotates parts of samples (pixels): '
+                              "choose a unit selector (e.g. dict(type='RegionSelector', ...))")
+        if units and budget is not None:
+            raise ConfigError(f'al.budget ({budget}) does not apply with '
+                              f'{type(selector).__name__}: its own per-sample budget decides '
+                              'how much is queried; set al.budget=None')
+
+    @staticmethod
+    def _checked_round_iters(train_mode: str, round_iters: Sequence[int] | None,
+                             num_rounds: int) -> list[int] | None:
+        if train_mode != 'in_run':
+            if round_iters is not None:
+                raise ConfigError("al.round_iters is only used with al.train_mode='in_run': "
+                                  'remove it or change the train mode')
+            return None
+        values = list(round_iters or [])
+        if len(values) != num_rounds + 1 or \
+                not all(isinstance(v, (int, np.integer)) for v in values) or \
+                not all(a < b for a, b in zip([0] + values, values)):
+            raise ConfigError(
+                f'al.round_iters must hold num_rounds + 1 = {num_rounds + 1} increasing positive '
+                f'iterations (the end of each round\'s training; the last is the run length), '
+                f'got {round_iters!r}')
+        return [int(v) for v in values]
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -285,7 +336,7 @@ class ActiveLearningLoop:
         if self.initial_size > len(ids):
             raise ConfigError(f'al.initial_size ({self.initial_size}) is larger than the pool '
                               f'({len(ids)} samples): lower al.initial_size')
-        needed = self.initial_size + self.num_rounds * self.budget
+        needed = self.initial_size + self.num_rounds * (self.budget or 0)
         if needed > len(ids):
             raise ConfigError(
                 f'the run needs {needed} samples (initial_size {self.initial_size} + '
@@ -311,6 +362,8 @@ class ActiveLearningLoop:
 
     def _initial_ids(self, ids: np.ndarray) -> np.ndarray:
         rng = self._rng(_STREAM_INITIAL, 0)
+        if self.initial_size == 0:
+            return np.zeros(0, dtype=np.int64)
         if self.initial_strategy == 'random':
             return np.sort(rng.choice(ids, self.initial_size, replace=False))
         labels = self.task.stratify_labels(ids)
@@ -345,6 +398,7 @@ class ActiveLearningLoop:
             return self._initial_round()  # stopped before the initial set was labeled
         # Annotations first: a dataset whose classes changed is named by its file.
         annotations: dict[int, Any] = {}
+        per_round: list[dict[int, Any]] = []
         for r in range(manifest.round + 1):
             path = self.round_dir(r) / 'annotations.json'
             if str(path.relative_to(self.work_dir)) in manifest.files:
@@ -355,13 +409,15 @@ class ActiveLearningLoop:
                 except (AnnotationError, ValueError) as err:
                     raise AnnotationError(f'{path}: {err}') from None
                 annotations.update(decoded)
+                per_round.append(decoded)
         self.state = PoolState.load(self.work_dir / manifest.pool_state,
                                     expected_ids=self.task.sample_ids())
         if set(annotations) != set(int(i) for i in self.state.labeled_ids()):
             raise StateCorruptedError(
                 f'annotations in {self.work_dir}/rounds do not match the pool state: the work '
                 'directory was modified; start a new one')
-        self.task.set_annotations(annotations)
+        for decoded in per_round:  # in order: partial annotations of a sample merge
+            self.task.set_annotations(decoded)
         metrics_path = self.work_dir / METRICS
         lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
         records = [json.loads(line) for line in lines if line.strip()]
@@ -369,6 +425,7 @@ class ActiveLearningLoop:
         if manifest.completed_round >= 1:
             # The previous round's model: trained in 'continue' mode, inspected by hooks.
             self.model = self._load_model(manifest.completed_round)
+            self.optim_state = self._load_optim_state(manifest.completed_round)
         manifest.history.append(f'resumed at round {manifest.round} after stages '
                                 f'{manifest.stages}')
         print_log(f'resuming {self.work_dir}: round {manifest.round}, stages done '
@@ -431,6 +488,12 @@ class ActiveLearningLoop:
         model.load_state_dict(state_dict)
         return model
 
+    def _load_optim_state(self, round_idx: int) -> dict | None:
+        if self.train_mode != 'in_run':
+            return None
+        return torch.load(self.round_dir(round_idx) / 'optim.pth', map_location='cpu',
+                          weights_only=True)
+
     # ------------------------------------------------------------------ a round
     def _run_round(self, round_idx: int) -> None:
         acquires = round_idx <= self.num_rounds
@@ -461,18 +524,24 @@ class ActiveLearningLoop:
         out = self.round_dir(ctx.index)
         if stage == 'train':
             ctx.model = self.model = self._load_model(ctx.index)
+            self.optim_state = self._load_optim_state(ctx.index)
         elif stage == 'evaluate':
             ctx.metrics = json.loads((out / 'metrics.json').read_text())
         elif stage == 'score':
             with np.load(out / 'scores.npz', allow_pickle=False) as data:
                 ctx.candidates = data['sample_ids']
+                num = len(data['sample_ids'])
                 ctx.result = ScoreResult(
                     sample_ids=data['sample_ids'], scores=data['scores'],
+                    unit_scores=[data[f'units_{k}'] for k in range(num)]
+                    if 'units_0' in data.files else None,
                     extras={k[len('extra_'):]: data[k] for k in data.files
                             if k.startswith('extra_')})
         elif stage == 'select':
-            ctx.selected = np.asarray(json.loads((out / 'selected.json').read_text())
-                                      ['sample_ids'], dtype=np.int64)
+            selected = json.loads((out / 'selected.json').read_text())
+            ctx.selected = np.asarray(selected['sample_ids'], dtype=np.int64)
+            if 'units' in selected:
+                ctx.units = [np.asarray(u, dtype=np.int64) for u in selected['units']]
 
     def _train(self, ctx: _Round) -> None:
         labeled = self.state.labeled_ids()
@@ -481,27 +550,39 @@ class ActiveLearningLoop:
         seed = self._seed(_STREAM_TRAIN, ctx.index)
         if self.model is None or self.train_mode == 'scratch':
             self.model = self.task.build_model(seed)
-        self.model = self.task.train(self.model, labeled, seed=seed)
+        if self.train_mode == 'in_run':
+            start = 0 if ctx.index == 1 else self.round_iters[ctx.index - 2]
+            stop, total = self.round_iters[ctx.index - 1], self.round_iters[-1]
+            print_log(f'round {ctx.index}: iterations {start}-{stop} of {total}',
+                      logger='current')
+            self.model, self.optim_state = self.task.train_steps(
+                self.model, labeled, seed, start, stop, total, self.optim_state)
+            state = self.optim_state
+            self._write(self.round_dir(ctx.index) / 'optim.pth', lambda f: torch.save(state, f))
+        else:
+            self.model = self.task.train(self.model, labeled, seed=seed)
         ctx.model = self.model
         self._save_model(ctx.index, self.model)
         for hook in self.hooks:
             hook.after_train(self, ctx.index, self.model)
 
     def _evaluate(self, ctx: _Round) -> None:
-        ctx.metrics = self.task.evaluate(self.model)
+        # The annotation numbers describe what this round trained on (the query comes later).
+        ctx.metrics = {**self.task.evaluate(self.model), **self.task.annotation_stats()}
         self._write_json(self.round_dir(ctx.index) / 'metrics.json', ctx.metrics)
         for hook in self.hooks:
             hook.after_evaluate(self, ctx.index, ctx.metrics)
 
     def _score(self, ctx: _Round) -> None:
-        unlabeled = self.state.unlabeled_ids()
-        if self.subset_size is None or self.subset_size >= len(unlabeled):
-            candidates = unlabeled
+        # With partial annotation a labeled sample still has unlabeled units.
+        pool = self.state.sample_ids if self.unit_mode else self.state.unlabeled_ids()
+        if self.subset_size is None or self.subset_size >= len(pool):
+            candidates = pool
         else:
             rng = self._rng(_STREAM_SUBSET, ctx.index)
             # Sorted absolute ids: scoring order (and tie-breaking) does not depend on draws.
-            candidates = np.sort(rng.choice(unlabeled, self.subset_size, replace=False))
-        if len(candidates) < self.budget:
+            candidates = np.sort(rng.choice(pool, self.subset_size, replace=False))
+        if not self.unit_mode and len(candidates) < self.budget:
             raise ConfigError(f'only {len(candidates)} unlabeled samples remain for a budget '
                               f'of {self.budget}: lower al.budget or al.num_rounds')
         result = self._score_sharded(candidates, self._rng(_STREAM_SCORE, ctx.index))
@@ -513,8 +594,16 @@ class ActiveLearningLoop:
                 'the model or the perturbation diverged, lower the learning rate or rho')
         ctx.candidates, ctx.result = candidates, result
 
+        if self.unit_mode and result.unit_scores is None:
+            raise ConfigError(f'{type(self.selector).__name__} needs a score per unit, but '
+                              f'{type(self.scorer).__name__} gives one per sample: choose a '
+                              "pixel scorer (e.g. dict(type='RegionImpurityScorer', ...))")
+        # Unit maps are kept (float32) only where a unit selector will read them.
+        units = ({f'units_{k}': np.asarray(u, dtype=np.float32)
+                  for k, u in enumerate(result.unit_scores)} if self.unit_mode else {})
+
         def write(f):
-            np.savez(f, sample_ids=result.sample_ids, scores=result.scores,
+            np.savez(f, sample_ids=result.sample_ids, scores=result.scores, **units,
                      **{f'extra_{k}': v for k, v in result.extras.items()})
         self._write(self.round_dir(ctx.index) / 'scores.npz', write)
         for hook in self.hooks:
@@ -540,6 +629,9 @@ class ActiveLearningLoop:
                            seconds=max(p.seconds for p in parts), extras=extras)
 
     def _select(self, ctx: _Round) -> None:
+        if self.unit_mode:
+            self._select_units(ctx)
+            return
         embeddings = (self._embeddings(ctx.candidates) if self.selector.needs_embeddings
                       else None)
         positions = self.selector.select(ctx.result.scores, self.budget,
@@ -551,22 +643,47 @@ class ActiveLearningLoop:
         for hook in self.hooks:
             hook.after_select(self, ctx.index, ctx.selected)
 
-    def _label_stage(self, ctx: _Round) -> None:
-        self._label(ctx.index, ctx.selected)
+    def _select_units(self, ctx: _Round) -> None:
+        """Partial annotation: the selector picks units inside every scored sample."""
+        units = self.selector.select_units(ctx.result.unit_scores,
+                                           self.task.labeled_units(ctx.candidates),
+                                           self._rng(_STREAM_SELECT, ctx.index))
+        keep = [k for k, u in enumerate(units) if len(u)]
+        ctx.selected = ctx.candidates[keep]
+        ctx.units = [np.asarray(units[k], dtype=np.int64) for k in keep]
+        self._write_json(self.round_dir(ctx.index) / 'selected.json', {
+            'round': ctx.index, 'sample_ids': ctx.selected.tolist(),
+            'num_units': int(sum(len(u) for u in ctx.units)),
+            'units': [u.tolist() for u in ctx.units]})
+        for hook in self.hooks:
+            hook.after_select(self, ctx.index, ctx.selected)
 
-    def _label(self, round_idx: int, ids: np.ndarray) -> None:
-        """Ask the oracle for ``ids``, validate every answer, then persist them.
+    def _label_stage(self, ctx: _Round) -> None:
+        self._label(ctx.index, ctx.selected, ctx.units)
+
+    def _label(self, round_idx: int, ids: np.ndarray,
+               units: list[np.ndarray] | None = None) -> None:
+        """Ask the oracle for ``ids`` (or their ``units``), validate every answer, persist.
 
         Nothing is written unless every answer is valid: the answers are checked against the
         query (no unknown, missing or duplicated ids) and by the task (e.g. class range).
         """
-        answers = self._validated_answers(
-            ids, self.oracle.annotate(self.task, ids, round_idx=round_idx))
+        if len(ids) == 0:  # an empty initial set (the task learns from other data first)
+            answers: dict[int, Any] = {}
+        elif units is not None:
+            answers = self._validated_answers(ids, self.oracle.annotate_units(
+                self.task, ids, units, round_idx=round_idx))
+        else:
+            answers = self._validated_answers(
+                ids, self.oracle.annotate(self.task, ids, round_idx=round_idx))
         out = self.round_dir(round_idx)
         self._write_json(out / 'annotations.json',
                          {str(i): self.task.encode_annotation(a) for i, a in answers.items()})
-        self.state.mark_labeled(ids, round_idx + 1)
-        self.task.set_annotations(answers)
+        # A partially annotated sample keeps the round it was first labeled in.
+        new = ids[~np.isin(ids, self.state.labeled_ids())] if self.unit_mode else ids
+        self.state.mark_labeled(new, round_idx + 1)
+        if answers:
+            self.task.set_annotations(answers)
         if self.is_main:
             self.state.save(out / 'pool_state.npz')  # atomic itself
             self.manifest.record_file(self.work_dir, out / 'pool_state.npz')
@@ -650,6 +767,8 @@ class ActiveLearningLoop:
         if ctx.result is not None:
             record['num_scored'] = int(len(ctx.result.scores))
             record['num_selected'] = int(len(ctx.selected))
+            if ctx.units is not None:
+                record['num_units_selected'] = int(sum(len(u) for u in ctx.units))
         self.records = [r for r in self.records if r['round'] < ctx.index] + [record]
         # Rewritten whole (atomically) instead of appended: repeating a commit is harmless.
         text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in self.records)

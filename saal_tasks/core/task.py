@@ -27,7 +27,18 @@ class BaseTask(ABC):
       depend on which other samples share the batch (no batch-level normalisation), because the
       scorers compare samples that were scored in different batches.
     * Nothing random happens without a seed passed in by the loop.
+
+    Attributes:
+        partial_annotations: Samples are annotated a part at a time (pixels of an image):
+            a labeled sample stays a candidate, each round may add units to it, and
+            :meth:`set_annotations` merges. Needs a unit selector and an oracle that answers
+            :meth:`~saal_tasks.oracles.base.BaseOracle.annotate_units`.
+        needs_initial_labels: Whether training needs labeled pool samples from the start.
+            ``False`` lets ``al.initial_size = 0`` (e.g. a fully labeled source domain).
     """
+
+    partial_annotations: bool = False
+    needs_initial_labels: bool = True
 
     # ------------------------------------------------------------------ data
     @abstractmethod
@@ -67,6 +78,22 @@ class BaseTask(ABC):
         raise ConfigError(f'{type(self).__name__} cannot read answer files yet: use '
                           "oracle = dict(type='SimulatedOracle')")
 
+    # ------------------------------------------------------------------ partial annotation
+    def labeled_units(self, sample_ids: np.ndarray) -> list[np.ndarray]:
+        """Per sample, a bool mask ``[*U]`` of the units annotated so far (partial tasks)."""
+        raise NotImplementedError(f'{type(self).__name__} annotates whole samples')
+
+    def restrict_annotation(self, annotation: Any, units: np.ndarray) -> Any:
+        """The part of a full annotation that covers ``units`` (flat unit indices ``[K]``).
+
+        A simulated oracle answers a unit query with this.
+        """
+        raise NotImplementedError(f'{type(self).__name__} annotates whole samples')
+
+    def annotation_stats(self) -> dict[str, float]:
+        """Numbers about the annotations so far for the round's record (e.g. labeled pixels)."""
+        return {}
+
     def encode_annotation(self, annotation: Any) -> Any:
         """Turn one annotation into a JSON-serialisable value (for the persisted state)."""
         return annotation
@@ -83,6 +110,34 @@ class BaseTask(ABC):
     @abstractmethod
     def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
         """Train ``model`` on the annotated samples ``labeled_ids``; return the trained model."""
+
+    def train_steps(self, model: nn.Module, labeled_ids: np.ndarray, seed: int, start: int,
+                    stop: int, total: int, optim_state: dict | None
+                    ) -> tuple[nn.Module, dict]:
+        """Continue one training run from iteration ``start`` to ``stop`` (of ``total``).
+
+        The in-run schedule (``al.train_mode = 'in_run'``) selects at configured iterations
+        of a single training run: the loop calls this once per round with consecutive
+        iteration windows, the model of the previous window, and the optimizer state this
+        method returned then (``None`` at iteration 0). Learning-rate schedules are functions
+        of the iteration out of ``total``, so the windows together equal one uninterrupted
+        run.
+
+        Args:
+            model: The model to keep training (in place or not).
+            labeled_ids: Pool samples with annotations to train on, shape ``[K]``.
+            seed: Seed of this window's data order and augmentation.
+            start: First iteration of the window (0-based).
+            stop: Iteration at which the window ends (exclusive).
+            total: Iterations of the whole run.
+            optim_state: Optimizer ``state_dict`` at ``start``, or ``None`` at iteration 0.
+
+        Returns:
+            The trained model and the optimizer's ``state_dict`` (plain tensors and numbers;
+            the loop saves it with the model so a resumed run continues exactly).
+        """
+        raise ConfigError(f"{type(self).__name__} trains round by round: use al.train_mode "
+                          "'scratch' or 'continue', not 'in_run'")
 
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -119,6 +174,21 @@ class BaseTask(ABC):
             Tensor of shape ``[B, *U]``: ``[B]`` for images, ``[B, n_boxes]`` for boxes,
             ``[B, H, W]`` for pixels.
         """
+
+    def pseudo_label_and_loss(self, model: nn.Module, inputs: Any) -> tuple[Any, torch.Tensor]:
+        """Pseudo-labels of a batch and the unreduced loss against them (graph kept).
+
+        The default runs :meth:`pseudo_label` under ``no_grad`` and then
+        :meth:`loss_per_unit`: two forward passes. Tasks whose loss is a function of the
+        same logits the pseudo-label is the argmax of (segmentation) override it with one
+        pass, which saves a fifth of the exact scorer's work; the values are the same.
+
+        Returns:
+            ``(targets, units)`` as :meth:`pseudo_label` and :meth:`loss_per_unit` give them.
+        """
+        with torch.no_grad():
+            targets = self.pseudo_label(model, inputs)
+        return targets, self.loss_per_unit(model, inputs, targets)
 
     def embed(self, model: nn.Module, inputs: Any) -> torch.Tensor:
         """Embedding of each sample for diversity-based selectors, shape ``[B, D]``."""

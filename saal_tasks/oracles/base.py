@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..core.task import BaseTask
+if TYPE_CHECKING:  # pragma: no cover
+    # Hints only: saal_tasks.core imports the oracles (a cycle at import time).
+    from ..core.task import BaseTask
 
 #: What an oracle returns: sample id -> annotation, or (id, annotation) pairs (which lets the
 #: loop detect an id answered twice).
@@ -43,3 +45,20 @@ class BaseOracle:
     def annotate(self, task: BaseTask, sample_ids: np.ndarray, round_idx: int) -> Answers:
         """Annotations of ``sample_ids`` (shape ``[K]``) queried in round ``round_idx``."""
         raise NotImplementedError
+
+    def annotate_units(self, task: BaseTask, sample_ids: np.ndarray,
+                       units: Sequence[np.ndarray], round_idx: int) -> Answers:
+        """Annotations of some units of each sample (partial annotation: pixels of images).
+
+        Args:
+            task: The task (it cuts a full annotation down to units).
+            sample_ids: Queried samples, shape ``[K]``.
+            units: Per queried sample, flat indices of the units to annotate.
+            round_idx: The round that asks.
+
+        Returns:
+            Per sample, the annotation of exactly those units (the task's partial format).
+        """
+        from ..core.errors import ConfigError  # here: saal_tasks.core imports this module
+        raise ConfigError(f'{type(self).__name__} cannot answer queries for parts of samples '
+                          "(pixels or regions) yet: use oracle = dict(type='SimulatedOracle')")

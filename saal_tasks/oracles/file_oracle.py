@@ -4,13 +4,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mmengine.dist import barrier, is_main_process
 
-from ..core.task import BaseTask
 from ..registry import ORACLES
 from .base import Answers, BaseOracle, QueryPending
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Hints only: saal_tasks.core imports the oracles (a cycle at import time).
+    from ..core.task import BaseTask
 
 QUERY_LIST = 'query.json'
 

@@ -1,11 +1,16 @@
 """The simulated oracle of every benchmark: it reveals the dataset's ground truth."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
 
-from ..core.task import BaseTask
 from ..registry import ORACLES
 from .base import Answers, BaseOracle
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Hints only: saal_tasks.core imports the oracles (a cycle at import time).
+    from ..core.task import BaseTask
 
 
 @ORACLES.register_module()
@@ -14,3 +19,9 @@ class SimulatedOracle(BaseOracle):
 
     def annotate(self, task: BaseTask, sample_ids: np.ndarray, round_idx: int) -> Answers:
         return task.ground_truth(np.asarray(sample_ids, dtype=np.int64))
+
+    def annotate_units(self, task: BaseTask, sample_ids: np.ndarray,
+                       units: Sequence[np.ndarray], round_idx: int) -> Answers:
+        # One sample at a time: full annotations (label maps) of a whole query can be large.
+        return {int(i): task.restrict_annotation(task.ground_truth(np.asarray([i]))[int(i)], u)
+                for i, u in zip(sample_ids, units)}

@@ -10,3 +10,8 @@ __all__ = ['BaseScorer', 'ScoreResult', 'reduce_units', 'BatchwiseEngine',
            'PerturbedLossEngine', 'ReferenceEngine', 'VectorizedEngine', 'RandomScorer',
            'SharpnessScorer', 'EntropyScorer', 'GradientNormScorer', 'LeastConfidenceScorer',
            'MarginScorer', 'FastExactEngine']
+from .region import (PixelEntropyScorer, RandomPixelScorer, RegionImpurityScorer,
+                     region_impurity, window_mean)
+
+__all__ += ['PixelEntropyScorer', 'RandomPixelScorer', 'RegionImpurityScorer',
+            'region_impurity', 'window_mean']

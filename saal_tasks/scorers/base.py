@@ -26,6 +26,8 @@ class ScoreResult:
         scores: One score per sample (units reduced), ``float64``, shape ``[N]``.
         unit_scores: Per-unit scores per sample (``[*U]`` each) when a sample has more than
             one unit (boxes, pixels); ``None`` for one unit per sample.
+        unit_targets: Pseudo-label of each unit per sample (``[*U]`` each, aligned with
+            ``unit_scores``) when the scorer has them; region impurity reads them.
         seconds: Wall time of the scoring.
         extras: Scorer-specific arrays worth persisting (e.g. clean losses), each ``[N]``.
     """
@@ -33,6 +35,7 @@ class ScoreResult:
     sample_ids: np.ndarray
     scores: np.ndarray
     unit_scores: list[np.ndarray] | None = None
+    unit_targets: list[np.ndarray] | None = None
     seconds: float = 0.0
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 

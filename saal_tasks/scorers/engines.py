@@ -1,7 +1,9 @@
 """Engines that compute clean and perturbed per-unit losses for the sharpness scorer.
 
-All engines yield, batch after batch, ``(ids [B], clean [B, *U], perturbed [B, *U])`` where
-``perturbed`` is the unit loss under ``θ + ε`` and ε comes from the pseudo-label loss:
+All engines yield, batch after batch, ``(ids [B], clean [B, *U], perturbed [B, *U], targets)``
+where ``perturbed`` is the unit loss under ``θ + ε``, ε comes from the pseudo-label loss, and
+``targets`` are the pseudo-labels both losses were computed against (segmentation reads them
+back as pixel-wise pseudo-label maps for region impurity):
 
 * :class:`ReferenceEngine`: one sample at a time, ε from that sample's gradient, weights
   perturbed in place and restored by copy (bit-exact, no model copies). The ground truth the
@@ -14,7 +16,7 @@ All engines yield, batch after batch, ``(ids [B], clean [B, *U], perturbed [B, *
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from ..core.task import BaseTask
 from ..registry import ENGINES
 from .base import reduce_units
 
-EngineOutput = Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]
+EngineOutput = Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, Any]]
 
 
 class PerturbedLossEngine:
@@ -34,7 +36,7 @@ class PerturbedLossEngine:
 
     def run(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
             perturbation: Perturbation, objective_reduction: str) -> EngineOutput:
-        """Yield ``(ids, clean, perturbed)`` batches over ``sample_ids`` in order.
+        """Yield ``(ids, clean, perturbed, targets)`` batches over ``sample_ids`` in order.
 
         Args:
             task: Task adapter.
@@ -74,9 +76,7 @@ class BatchwiseEngine(PerturbedLossEngine):
         originals = [p.detach().clone() for p in params]
         try:
             for ids, inputs in task.pool_batches(sample_ids, self.group_size):
-                with torch.no_grad():
-                    targets = task.pseudo_label(model, inputs)
-                clean = task.loss_per_unit(model, inputs, targets)
+                targets, clean = task.pseudo_label_and_loss(model, inputs)
                 objective = reduce_units(clean, objective_reduction).mean()
                 grads = torch.autograd.grad(objective, params, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
@@ -89,7 +89,7 @@ class BatchwiseEngine(PerturbedLossEngine):
                     finally:
                         for p, o in zip(params, originals):
                             p.copy_(o)
-                yield ids, clean.detach(), perturbed
+                yield ids, clean.detach(), perturbed, targets
         finally:
             with torch.no_grad():
                 for p, o in zip(params, originals):
@@ -164,4 +164,4 @@ class VectorizedEngine(PerturbedLossEngine):
                 eps = perturbation.epsilon([grads[k] for k in names],
                                            [params[k] for k in names], batched=True)
                 perturbed = per_sample_perturbed(dict(zip(names, eps)), inputs, targets)
-            yield ids, clean, perturbed
+            yield ids, clean, perturbed, targets

@@ -315,7 +315,8 @@ class FastExactEngine(PerturbedLossEngine):
         try:
             for ids, inputs in task.pool_batches(sample_ids, self.chunk_size):
                 try:
-                    clean, perturbed = self._chunk(task, model, inputs, len(ids), layers, rule,
+                    clean, perturbed, targets = self._chunk(task, model, inputs, len(ids), layers,
+                                                              rule,
                                                    objective_reduction)
                 except UnsupportedLayer as err:
                     self._workspace.clear()
@@ -326,7 +327,7 @@ class FastExactEngine(PerturbedLossEngine):
                     print_log(f'FastExactEngine: {perturbation!r}, chunks of '
                               f'{self.chunk_size}, layers {self.last_routes}', logger='current')
                 done += len(ids)
-                yield ids, clean, perturbed
+                yield ids, clean, perturbed, targets
         finally:
             self._workspace.clear()
 
@@ -341,7 +342,7 @@ class FastExactEngine(PerturbedLossEngine):
     # ------------------------------------------------------------------ one chunk
     def _chunk(self, task: BaseTask, model: nn.Module, inputs: Any, batch: int,
                layers: list[Layer], rule: PerturbationRule,
-               objective_reduction: str) -> tuple[Tensor, Tensor]:
+               objective_reduction: str) -> tuple[Tensor, Tensor, Any]:
         recorder = _Recorder(layers)
         recorder.batch = batch
         memo = _ForwardMemo(model, recorder)
@@ -373,7 +374,7 @@ class FastExactEngine(PerturbedLossEngine):
                             for i, g in gradients.items()}
             with _patched_forwards(forwards):
                 perturbed = task.loss_per_unit(model, inputs, targets)
-        return clean.detach(), perturbed.detach()
+        return clean.detach(), perturbed.detach(), targets
 
     def _layer_gradients(self, layers: list[Layer], records: dict[int, list], clean: Tensor,
                          objective_reduction: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
+import torch
 
 from ..registry import ENGINES, PERTURBATIONS, SCORERS
 from .base import BaseScorer, ScoreResult, check_reduction, reduce_units, to_numpy
@@ -43,17 +43,20 @@ class SharpnessScorer(BaseScorer):
         self.engine = ENGINES.build(engine or dict(type='ReferenceEngine'))
 
     def _score(self, task, model, sample_ids, rng) -> ScoreResult:
-        out_ids, scores, clean_losses, units_out = [], [], [], []
+        out_ids, scores, clean_losses, units_out, targets_out = [], [], [], [], []
         start, last = time.perf_counter(), [0]
-        for ids, clean, perturbed in self.engine.run(task, model, sample_ids,
-                                                     self.perturbation,
-                                                     self.objective_reduction):
+        for ids, clean, perturbed, targets in self.engine.run(task, model, sample_ids,
+                                                              self.perturbation,
+                                                              self.objective_reduction):
             unit_scores = perturbed - clean if self.subtract_clean else perturbed
             out_ids.append(np.asarray(ids, dtype=np.int64))
             scores.append(to_numpy(reduce_units(unit_scores, self.score_reduction)))
             clean_losses.append(to_numpy(reduce_units(clean, self.score_reduction)))
             if unit_scores.dim() > 1:
                 units_out.extend(to_numpy(u) for u in unit_scores)
+                if torch.is_tensor(targets) and targets.shape == unit_scores.shape:
+                    # Pseudo-labels per unit (pixels): region impurity is computed from them.
+                    targets_out.extend(t.cpu().numpy() for t in targets)
             self._progress(sum(len(i) for i in out_ids), len(sample_ids), start, last)
         ids = np.concatenate(out_ids) if out_ids else np.zeros(0, np.int64)
         if not np.array_equal(ids, sample_ids):
@@ -62,6 +65,7 @@ class SharpnessScorer(BaseScorer):
             sample_ids=ids,
             scores=np.concatenate(scores) if scores else np.zeros(0),
             unit_scores=units_out or None,
+            unit_targets=targets_out or None,
             extras={'clean_loss': np.concatenate(clean_losses) if clean_losses
                     else np.zeros(0)})
 

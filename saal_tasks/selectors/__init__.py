@@ -8,3 +8,6 @@ from .topk import TopKSelector
 
 __all__ = ['BaseSelector', 'EmbeddingKMeansPPSelector', 'ScoreKMeansPPSelector',
            'TopKSelector', 'BADGESelector', 'KCenterGreedySelector', 'ProbCoverSelector']
+from .region import RegionSelector
+
+__all__ += ['RegionSelector']

@@ -46,3 +46,36 @@ class BaseSelector:
     def _select(self, scores: np.ndarray, budget: int, rng: np.random.Generator,
                 embeddings: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
+
+
+class BaseUnitSelector:
+    """Chooses units *inside* samples (pixels of an image) instead of whole samples.
+
+    Used when annotation is partial: every scored sample may receive a few more annotated
+    units per round (segmentation's region- and pixel-based annotation). The loop passes
+    each candidate's unit score map and the mask of its units already annotated; the
+    selector returns, per candidate, the flat indices of the units to annotate now.
+
+    Attributes:
+        selects_units: Marks unit selectors for the loop.
+        needs_embeddings: Unit selectors work on scores only.
+    """
+
+    selects_units: bool = True
+    needs_embeddings: bool = False
+
+    def select_units(self, unit_scores: list[np.ndarray], labeled: list[np.ndarray],
+                     rng: np.random.Generator) -> list[np.ndarray]:
+        """Pick units to annotate in each candidate.
+
+        Args:
+            unit_scores: Per candidate, a score map ``[*U]`` (e.g. ``[H, W]``), higher = more
+                informative; finite.
+            labeled: Per candidate, a bool mask ``[*U]`` of units annotated before.
+            rng: Generator for selectors that sample.
+
+        Returns:
+            Per candidate, sorted unique flat indices (``int64``) of units to annotate now,
+            none of them already labeled; an array may be empty.
+        """
+        raise NotImplementedError

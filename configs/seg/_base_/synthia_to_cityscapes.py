@@ -1,0 +1,42 @@
+# SYNTHIA (RAND-CITYSCAPES) -> Cityscapes, 16 classes, the paper's setting (RIPU's protocol):
+# DeepLab-v2 (ResNet-101, ImageNet weights from a local file), SGD lr 2.5e-4 with poly decay,
+# batch 2 source + 2 target, 40k iterations; 5 selections at iterations 10k, 12k, ..., 18k,
+# each revealing 3x3 regions until 2.2 % of every target image is labeled in total.
+# Data: convert labels once with tools/convert_seg_labels.py (see docs/segmentation.md).
+_base_ = ['../../_base_/default_runtime.py']
+custom_imports = dict(imports=['saal_tasks.tasks.segmentation.task'],
+                      allow_failed_imports=False)
+
+synthia_root = 'data/synthia/RAND_CITYSCAPES'
+cityscapes_root = 'data/cityscapes'
+task = dict(
+    type='SegmentationTask',
+    source=dict(kind='synthia', data_root=synthia_root),
+    target=dict(kind='cityscapes', data_root=cityscapes_root, split='train'),
+    val=dict(kind='cityscapes', data_root=cityscapes_root, split='val'),
+    # torchvision's ImageNet ResNet-101 state dict (resnet101-*.pth) saved at this path.
+    model=dict(arch='deeplab_v2', backbone_weights='checkpoints/resnet101_imagenet.pth'),
+    source_size=(760, 1280),
+    target_size=(640, 1280),
+    batch_size=2,
+    target_batch_size=2,
+    lr=2.5e-4,
+    head_lr_mult=10.0,
+    momentum=0.9,
+    weight_decay=5e-4,
+    poly_power=0.9,
+    # RIPU's optional unsupervised target terms (our definitions: docs/segmentation.md).
+    local_consistency_weight=0.0,
+    negative_learning_weight=0.0,
+    eval_batch_size=2,
+    log_interval=50)
+selector = dict(type='RegionSelector', budget_ratio=0.022, num_selections=5,
+                region_radius=1, suppress_radius=2)
+al = dict(
+    num_rounds=5,
+    budget=None,  # per image: the selector's budget
+    initial_size=0,  # the source is the labeled data at the start
+    initial_strategy='random',
+    train_mode='in_run',
+    round_iters=[10000, 12000, 14000, 16000, 18000, 40000])
+hooks = [dict(type='LearningCurveHook', metric='mIoU16')]

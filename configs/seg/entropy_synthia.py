@@ -1,0 +1,3 @@
+# Entropy baseline: pixel entropy maps, revealed as 3x3 regions by the same selector.
+_base_ = ['_base_/synthia_to_cityscapes.py']
+scorer = dict(type='PixelEntropyScorer')

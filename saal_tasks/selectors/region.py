@@ -1,0 +1,184 @@
+"""Greedy region / pixel selection inside each image (segmentation, RIPU's annotation)."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from ..core.errors import ConfigError
+from ..registry import SELECTORS
+from .base import BaseUnitSelector
+
+
+def _nonneg_int(name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f'RegionSelector.{name} must be an integer >= {minimum}, '
+                          f'got {value!r}')
+    return int(value)
+
+
+@SELECTORS.register_module()
+class RegionSelector(BaseUnitSelector):
+    """Picks square regions (or single pixels) of highest score in every image.
+
+    The annotation budget of an image over the whole run is ``budget_ratio × H × W`` pixels
+    (floored) or ``budget_pixels``; it is spread evenly over ``num_selections`` rounds, so a
+    round may reveal at most :meth:`round_budget` pixels per image. In one round, per image:
+
+    1. already-labeled pixels are never centres; the other pixels are visited in descending
+       score (ties: lower flat index first), one stable argsort per image;
+    2. a pixel is skipped if it is suppressed or already revealed this round;
+    3. its region is the ``(2r+1)²`` window around it (``r = region_radius``) clipped to the
+       image; the newly revealed pixels are the region minus labeled minus already revealed;
+    4. if the revealed count plus the new pixels would exceed the round budget, the round
+       stops for this image (the budget is never exceeded); otherwise the region is taken and
+       every pixel within Chebyshev distance ``suppress_radius`` of the centre is suppressed.
+
+    ``region_radius = 0`` is pixel-based annotation (each pick reveals its own pixel, so the
+    round reveals exactly the budget while candidates remain).
+
+    Paper settings: region-based ``budget_ratio=0.022`` (DeepLab-v2) or ``0.05``
+    (DeepLab-v3+), ``num_selections=5``, ``region_radius=1``, ``suppress_radius=2``;
+    pixel-based ``budget_pixels=40``, ``num_selections=5``, ``region_radius=0``,
+    ``suppress_radius=1``.
+
+    Args:
+        budget_ratio: Total fraction of each image's pixels to annotate over the run, in
+            ``(0, 1]``. Exactly one of ``budget_ratio`` and ``budget_pixels``.
+        budget_pixels: Total number of pixels per image to annotate over the run, ``>= 1``.
+        num_selections: Number of selection rounds the total budget is spread over.
+        region_radius: Radius ``r`` of the revealed ``(2r+1) × (2r+1)`` window.
+        suppress_radius: Chebyshev radius around a pick whose pixels cannot be picked again
+            in the same round.
+    """
+
+    def __init__(self, *, budget_ratio: float | None = None, budget_pixels: int | None = None,
+                 num_selections: int, region_radius: int = 1,
+                 suppress_radius: int = 2) -> None:
+        if (budget_ratio is None) == (budget_pixels is None):
+            raise ConfigError('RegionSelector needs exactly one of budget_ratio (fraction of '
+                              'each image) and budget_pixels (pixels per image)')
+        if budget_ratio is not None:
+            if isinstance(budget_ratio, bool) or not isinstance(
+                    budget_ratio, (int, float, np.integer, np.floating)) \
+                    or not 0 < budget_ratio <= 1:
+                raise ConfigError(f'RegionSelector.budget_ratio must be in (0, 1], '
+                                  f'got {budget_ratio!r}')
+            # The decimal the user wrote, exactly: 0.29 × 100 must floor to 29, not 28.
+            self._ratio: Fraction | None = Fraction(repr(float(budget_ratio)))
+        else:
+            self._ratio = None
+            budget_pixels = _nonneg_int('budget_pixels', budget_pixels, minimum=1)
+        self.budget_ratio = budget_ratio
+        self.budget_pixels = budget_pixels
+        self.num_selections = _nonneg_int('num_selections', num_selections, minimum=1)
+        self.region_radius = _nonneg_int('region_radius', region_radius)
+        self.suppress_radius = _nonneg_int('suppress_radius', suppress_radius)
+
+    # ------------------------------------------------------------------ budget
+    def total_budget(self, shape: tuple[int, ...]) -> int:
+        """Pixels of an image of ``shape`` (``(H, W)``) to annotate over the whole run."""
+        pixels = int(np.prod(shape))
+        if self._ratio is not None:
+            return int(self._ratio * pixels)  # int() of a non-negative Fraction floors
+        return min(int(self.budget_pixels), pixels)
+
+    def round_budget(self, shape: tuple[int, ...]) -> int:
+        """Most pixels one round reveals in an image of ``shape`` (``(H, W)``)."""
+        return self.total_budget(shape) // self.num_selections
+
+    # ------------------------------------------------------------------ selection
+    def select_regions(self, scores: np.ndarray,
+                       labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One round in one image (the algorithm of the class docstring).
+
+        Args:
+            scores: Score map ``[H, W]``, finite, higher = more informative.
+            labeled: Bool mask ``[H, W]`` of pixels annotated before.
+
+        Returns:
+            ``(centres, pixels)``: flat indices (``int64``) of the picked centres in pick
+            order, and the sorted flat indices of all newly revealed pixels.
+        """
+        return self._select(*self._check_pair(scores, labeled, 0))
+
+    def _select(self, scores: np.ndarray,
+                labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        width = scores.shape[1]
+        budget = self.round_budget(scores.shape)
+        covered = labeled.copy()  # labeled before or revealed this round
+        covered_flat = covered.reshape(-1)  # a view: window writes show up here
+        r, s = self.region_radius, self.suppress_radius
+        centres: list[int] = []
+        revealed = 0
+        if budget > 0:
+            # float64 first: negating unsigned integer scores would wrap around.
+            order = np.argsort(-scores.reshape(-1).astype(np.float64), kind='stable')
+            order = order[~covered_flat[order]]
+            # Pixels that cannot be centres any more (covered or suppressed), one lookup per
+            # visit: the walk may pass many of them, windows are only written per pick.
+            blocked = covered.copy()
+            blocked_flat = blocked.reshape(-1)
+            for idx in order.tolist():  # Python ints iterate faster than numpy scalars
+                if blocked_flat[idx]:
+                    continue
+                i, j = divmod(idx, width)
+                window = covered[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
+                new = window.size - int(np.count_nonzero(window))
+                if revealed + new > budget:
+                    break
+                window[...] = True
+                blocked[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1] = True
+                blocked[max(i - s, 0):i + s + 1, max(j - s, 0):j + s + 1] = True
+                centres.append(idx)
+                revealed += new
+                if revealed == budget:
+                    break
+        pixels = np.flatnonzero(covered_flat & ~labeled.reshape(-1)).astype(np.int64)
+        return np.asarray(centres, dtype=np.int64), pixels
+
+    def select_units(self, unit_scores: list[np.ndarray], labeled: list[np.ndarray],
+                     rng: np.random.Generator) -> list[np.ndarray]:
+        """Newly revealed pixels of each image (see :meth:`select_regions`); ``rng`` unused.
+
+        Args:
+            unit_scores: Per image, a finite score map ``[H, W]``.
+            labeled: Per image, a bool mask ``[H, W]`` of pixels annotated before.
+            rng: Unused (the selection is deterministic).
+
+        Returns:
+            Per image, sorted unique flat ``int64`` indices of the pixels to annotate now.
+        """
+        if len(unit_scores) != len(labeled):
+            raise ValueError(f'got {len(unit_scores)} score maps but {len(labeled)} labeled '
+                             'masks: pass one mask per scored image')
+        pairs = [self._check_pair(s, m, n) for n, (s, m) in enumerate(zip(unit_scores,
+                                                                          labeled))]
+        return [self._select(s, m)[1] for s, m in pairs]
+
+    @staticmethod
+    def _check_pair(scores: np.ndarray, labeled: np.ndarray,
+                    n: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, labeled = np.asarray(scores), np.asarray(labeled)
+        if scores.ndim != 2:
+            raise ValueError(f'score map {n} must be 2-D [H, W], got shape {scores.shape}')
+        if labeled.dtype != np.bool_:
+            raise ValueError(f'labeled mask {n} must be a bool array, got dtype '
+                             f'{labeled.dtype}')
+        if labeled.shape != scores.shape:
+            raise ValueError(f'labeled mask {n} has shape {labeled.shape} but its score map '
+                             f'has {scores.shape}: they must match')
+        if scores.dtype.kind not in 'iuf' or not np.isfinite(scores).all():
+            raise ValueError(f'score map {n} is not finite real numbers: the model diverged; '
+                             'check the learning rate or the perturbation radius rho')
+        return scores, labeled
+
+    def __repr__(self) -> str:
+        budget = (f'budget_ratio={self.budget_ratio}' if self._ratio is not None
+                  else f'budget_pixels={self.budget_pixels}')
+        return (f'RegionSelector({budget}, num_selections={self.num_selections}, '
+                f'region_radius={self.region_radius}, '
+                f'suppress_radius={self.suppress_radius})')
+
+
+__all__ = ['RegionSelector']

@@ -1,0 +1,247 @@
+"""SYNTHIA and Cityscapes with the 16 shared classes, as mmseg datasets.
+
+Both read 8-bit train-id labels written by ``tools/convert_seg_labels.py`` (layouts in
+:mod:`saal_tasks.tasks.segmentation.convert`); :func:`check_layout` says exactly what is missing
+and which command makes it. SYNTHIA has no official split: the whole folder is the source
+training set. Cityscapes ``train`` is the target pool and ``val`` the evaluation set.
+
+Importing this module registers ``SynthiaDataset`` and ``Cityscapes16Dataset`` in mmseg's
+``DATASETS`` registry (configs name them with ``custom_imports``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from saal_tasks.core.errors import ConfigError
+from saal_tasks.mmcv_ops_fallback import ensure_mmcv_ops
+
+from .classes import CLASSES16, PALETTE16
+from .convert import (CITYSCAPES_IMG_DIR, CITYSCAPES_IMG_SUFFIX, CITYSCAPES_LABEL_DIR,
+                      CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_RAW_SUFFIX, CONVERT_COMMAND,
+                      SYNTHIA_IMG_DIR, SYNTHIA_LABEL_DIR, SYNTHIA_RAW_LABEL_DIR)
+
+# mmseg imports mmcv.ops at import time; this supplies a fallback where mmcv has no compiled ops.
+ensure_mmcv_ops()
+
+from mmseg.datasets import BaseSegDataset, CityscapesDataset  # noqa: E402
+from mmseg.registry import DATASETS  # noqa: E402
+
+__all__ = [
+    'Cityscapes16Dataset', 'DATASET_KINDS', 'DEMO_HINT', 'SynthiaDataset', 'build_seg_dataset',
+    'check_layout', 'cityscapes_prefix', 'read_sample', 'sample_names'
+]
+
+#: Values of ``kind`` in :func:`check_layout` and :func:`build_seg_dataset`.
+DATASET_KINDS = ('synthia', 'cityscapes')
+#: How to get data when there is none (named in errors).
+DEMO_HINT = ('for a small generated stand-in in the same layout run `make demo-seg` '
+             '(python tools/make_seg_demo.py, data in data/seg_demo/)')
+
+_METAINFO16 = dict(classes=CLASSES16, palette=[list(colour) for colour in PALETTE16])
+
+
+@DATASETS.register_module()
+class SynthiaDataset(BaseSegDataset):
+    """SYNTHIA RAND-CITYSCAPES with Cityscapes' 16 classes (the source domain).
+
+    Layout: ``data_root/RGB/*.png`` images and ``data_root/GT/LABELS16/*.png`` train-id labels
+    with the same file names, written from ``GT/LABELS`` by
+    ``python tools/convert_seg_labels.py synthia ROOT``. Labels hold train ids ``0..15`` and
+    255 (ignore).
+    """
+
+    METAINFO = _METAINFO16
+
+    def __init__(self, img_suffix: str = '.png', seg_map_suffix: str = '.png',
+                 data_prefix: dict | None = None, **kwargs) -> None:
+        if data_prefix is None:
+            data_prefix = dict(img_path=SYNTHIA_IMG_DIR, seg_map_path=SYNTHIA_LABEL_DIR)
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         data_prefix=data_prefix, **kwargs)
+
+
+@DATASETS.register_module()
+class Cityscapes16Dataset(CityscapesDataset):
+    """Cityscapes with the 16 classes shared with SYNTHIA (the target domain).
+
+    Layout: ``leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` images and
+    ``gtFine/SPLIT/CITY/*_gtFine_labelTrainIds16.png`` labels, written from
+    ``*_gtFine_labelIds.png`` by ``python tools/convert_seg_labels.py cityscapes ROOT``. The
+    default ``data_prefix`` is the train split; pass
+    ``dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val')`` for val.
+    """
+
+    METAINFO = _METAINFO16
+
+    def __init__(self, img_suffix: str = CITYSCAPES_IMG_SUFFIX,
+                 seg_map_suffix: str = CITYSCAPES_LABEL_SUFFIX, data_prefix: dict | None = None,
+                 **kwargs) -> None:
+        if data_prefix is None:
+            data_prefix = cityscapes_prefix('train')
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         data_prefix=data_prefix, **kwargs)
+
+
+def cityscapes_prefix(split: str) -> dict:
+    """``data_prefix`` of one Cityscapes split for :class:`Cityscapes16Dataset`."""
+    return dict(img_path=f'{CITYSCAPES_IMG_DIR}/{split}',
+                seg_map_path=f'{CITYSCAPES_LABEL_DIR}/{split}')
+
+
+def _stems(folder: Path, pattern: str, suffix: str) -> set[str]:
+    """Names (relative to ``folder``, without ``suffix``) of the files matching ``pattern``."""
+    if not folder.is_dir():
+        return set()
+    return {str(p.relative_to(folder))[:-len(suffix)] for p in folder.glob(pattern)}
+
+
+def _check_pairs(what: str, root: Path, images: set[str], labels: set[str], raw: set[str],
+                 image_glob: str, label_glob: str, raw_glob: str, convert: str) -> None:
+    """Raise the one error that says what is missing among images / labels / raw labels.
+
+    Labels of images are matched by name; an image with a raw label but no converted one
+    calls for the converter, an image with neither for the data (or the demo).
+    """
+    expected = f'expected images {image_glob} and train-id labels {label_glob}'
+    if not images:
+        if not root.is_dir():
+            problem = f'{what} folder {root} does not exist'
+        else:
+            problem = f'no {what} images at {image_glob}'
+        raise ConfigError(f'{problem} ({expected}): point data_root at the dataset, or '
+                          f'{DEMO_HINT}')
+    missing = sorted(images - labels)
+    if not missing:
+        return
+    convertible = [name for name in missing if name in raw]
+    if convertible:
+        raise ConfigError(f'{len(convertible)} of {len(images)} {what} images have no train-id '
+                          f'label in {label_glob} but a raw one (e.g. {convertible[0]}): convert '
+                          f'the raw labels with `{convert}`')
+    raise ConfigError(f'{len(missing)} of {len(images)} {what} images have no label (e.g. '
+                      f'{missing[0]}; {expected}, made from raw labels {raw_glob} by '
+                      f'`{convert}`): restore the labels, or {DEMO_HINT}')
+
+
+def check_layout(kind: str, data_root: str | Path, split: str | None = None) -> None:
+    """Check that a dataset folder holds images and converted labels for every image.
+
+    Args:
+        kind: ``'synthia'`` or ``'cityscapes'``.
+        data_root: The dataset folder.
+        split: Cityscapes split (``'train'``, ``'val'``); required for Cityscapes. SYNTHIA has
+            no split: None or ``'train'`` (the whole folder).
+
+    Raises:
+        ConfigError: One line naming the expected paths and the command that fixes it: the
+            label converter when raw labels exist but converted ones are missing, the demo
+            generator when there is nothing.
+    """
+    root = Path(data_root)
+    if kind == 'synthia':
+        if split not in (None, 'train'):
+            raise ConfigError(f'SYNTHIA has no {split!r} split: use split=None or \'train\' (the '
+                              'whole folder is the source training set)')
+        _check_pairs(
+            'SYNTHIA', root,
+            images=_stems(root / SYNTHIA_IMG_DIR, '*.png', '.png'),
+            labels=_stems(root / SYNTHIA_LABEL_DIR, '*.png', '.png'),
+            raw=_stems(root / SYNTHIA_RAW_LABEL_DIR, '*.png', '.png'),
+            image_glob=f'{root}/{SYNTHIA_IMG_DIR}/*.png',
+            label_glob=f'{root}/{SYNTHIA_LABEL_DIR}/*.png',
+            raw_glob=f'{root}/{SYNTHIA_RAW_LABEL_DIR}/*.png',
+            convert=f'{CONVERT_COMMAND} synthia {root}')
+    elif kind == 'cityscapes':
+        if not split:
+            raise ConfigError('Cityscapes needs a split: pass split=\'train\' or \'val\'')
+        img_dir = root / CITYSCAPES_IMG_DIR / split
+        label_dir = root / CITYSCAPES_LABEL_DIR / split
+        _check_pairs(
+            f'Cityscapes {split}', root,
+            images=_stems(img_dir, f'*/*{CITYSCAPES_IMG_SUFFIX}', CITYSCAPES_IMG_SUFFIX),
+            labels=_stems(label_dir, f'*/*{CITYSCAPES_LABEL_SUFFIX}', CITYSCAPES_LABEL_SUFFIX),
+            raw=_stems(label_dir, f'*/*{CITYSCAPES_RAW_SUFFIX}', CITYSCAPES_RAW_SUFFIX),
+            image_glob=f'{img_dir}/*/*{CITYSCAPES_IMG_SUFFIX}',
+            label_glob=f'{label_dir}/*/*{CITYSCAPES_LABEL_SUFFIX}',
+            raw_glob=f'{label_dir}/*/*{CITYSCAPES_RAW_SUFFIX}',
+            convert=f'{CONVERT_COMMAND} cityscapes {root} --split {split}')
+    else:
+        raise ConfigError(f'unknown segmentation dataset kind {kind!r}: choose from '
+                          f'{DATASET_KINDS}')
+
+
+def build_seg_dataset(kind: str, data_root: str | Path, split: str | None = None,
+                      **kwargs) -> BaseSegDataset:
+    """Build one checked dataset without a pipeline (for pools and direct reading).
+
+    Args:
+        kind: ``'synthia'`` or ``'cityscapes'``.
+        data_root: The dataset folder.
+        split: Cityscapes split; for SYNTHIA None or ``'train'`` (see :func:`check_layout`).
+        **kwargs: Passed on to the dataset class (e.g. ``pipeline``, ``indices``).
+
+    Returns:
+        A :class:`SynthiaDataset` or :class:`Cityscapes16Dataset`, samples sorted by path.
+
+    Raises:
+        ConfigError: The folder is incomplete (see :func:`check_layout`).
+    """
+    check_layout(kind, data_root, split)
+    kwargs.setdefault('pipeline', [])
+    # Plain lists: pools index the data infos directly and nothing is shared across workers.
+    kwargs.setdefault('serialize_data', False)
+    if kind == 'synthia':
+        return SynthiaDataset(data_root=str(data_root), **kwargs)
+    return Cityscapes16Dataset(data_root=str(data_root), data_prefix=cityscapes_prefix(split),
+                               **kwargs)
+
+
+def read_sample(dataset: BaseSegDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image and train-id label of one sample, read from its files.
+
+    Args:
+        dataset: A dataset built by :func:`build_seg_dataset` (or any ``BaseSegDataset``).
+        index: Sample index in ``dataset``.
+
+    Returns:
+        ``(image, label)``: image uint8 ``[H, W, 3]`` in RGB order; label uint8 ``[H, W]``
+        (train ids, 255 = ignore; the dataset's ``label_map`` applied when it has one).
+
+    Raises:
+        FileNotFoundError: An image or label file cannot be read.
+    """
+    import cv2
+
+    info = dataset.get_data_info(index)
+    image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'cannot read image {info["img_path"]}: check the dataset folder')
+    label = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise FileNotFoundError(f'cannot read label {info["seg_map_path"]}: check the dataset '
+                                'folder or rerun the label converter')
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise ValueError(f'label {info["seg_map_path"]} must be one 8-bit channel of train ids, '
+                         f'got shape {label.shape} dtype {label.dtype}: convert the raw labels '
+                         f'with {CONVERT_COMMAND}')
+    label_map = info.get('label_map')
+    if label_map:
+        mapped = label.copy()
+        for old_id, new_id in label_map.items():
+            mapped[label == old_id] = new_id
+        label = mapped
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), label
+
+
+def sample_names(dataset: BaseSegDataset) -> list[str]:
+    """File names of the samples without the image suffix, in dataset order.
+
+    For SYNTHIA ``'0000000'``; for Cityscapes ``'aachen_000000_000019'`` (city names are part
+    of Cityscapes file names, so names are unique within a split).
+    """
+    cut = len(dataset.img_suffix)
+    return [os.path.basename(dataset.get_data_info(i)['img_path'])[:-cut]
+            for i in range(len(dataset))]

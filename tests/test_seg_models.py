@@ -1,0 +1,310 @@
+"""Segmentation models (DeepLab-v2 / v3+ / tiny on mmseg) and RIPU's auxiliary losses.
+
+ResNet-101 models are only built and run once on a 1x3x33x33 image; everything trained or
+differentiated uses the tiny model, so the file stays fast on two CPU cores.
+"""
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saal_tasks.core.errors import ConfigError
+from saal_tasks.tasks.segmentation.losses import local_consistency_loss, negative_learning_loss
+
+
+@pytest.fixture(scope='module')
+def seg() -> ModuleType:
+    """The models module (needs mmseg; the loss tests below do not)."""
+    pytest.importorskip('mmseg')
+    from saal_tasks.tasks.segmentation import models
+    return models
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- ASPPSumHead
+def _build_head(seg, in_channels: int, num_classes: int, dilations=(1, 2, 3, 4)):
+    loss = dict(type='CrossEntropyLoss', avg_non_ignore=True)
+    head = seg.MODELS.build(dict(type='ASPPSumHead', in_channels=in_channels, in_index=0,
+                                 num_classes=num_classes, dilations=dilations,
+                                 loss_decode=loss))
+    head.init_weights()
+    return head
+
+
+def test_aspp_sum_head_is_the_sum_of_its_dilated_convolutions(seg):
+    torch.manual_seed(0)
+    dilations = (1, 2, 3, 4)
+    head = _build_head(seg, 6, 5, dilations)
+    x = _randn(2, 6, 9, 11)
+    out = head([x])
+    assert out.shape == (2, 5, 9, 11)
+    expected = sum(F.conv2d(x, conv.weight, conv.bias, padding=d, dilation=d)
+                   for conv, d in zip(head.branches, dilations))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # Exactly four 3x3 convolutions with bias, nothing else (conv_seg is removed).
+    assert not hasattr(head, 'conv_seg')
+    assert sum(p.numel() for p in head.parameters()) == 4 * (6 * 5 * 9 + 5)
+
+
+def test_aspp_sum_head_branch_d_reaches_exactly_offsets_0_and_d(seg):
+    # An impulse through all-ones kernels lights up the positions centre + {-d, 0, d}^2 of
+    # every branch: with dilations (1, 3) the union is a 5x5 pattern of 17 cells.
+    head = _build_head(seg, 1, 3, (1, 3))
+    with torch.no_grad():
+        for conv in head.branches:
+            conv.weight.fill_(1.0)
+            conv.bias.zero_()
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    out = head([x])[0, 1]
+    expected = torch.zeros(9, 9)
+    for d in (1, 3):
+        for dy in (-d, 0, d):
+            for dx in (-d, 0, d):
+                expected[4 + dy, 4 + dx] += 1.0
+    torch.testing.assert_close(out, expected)
+    assert int((out > 0).sum()) == 17 and out[4, 4] == 2.0
+
+
+def test_aspp_sum_head_init_and_bad_config(seg):
+    torch.manual_seed(0)
+    head = _build_head(seg, 64, 16)
+    weights = torch.cat([c.weight.detach().flatten() for c in head.branches])
+    assert abs(float(weights.std()) - 0.01) < 5e-4 and abs(float(weights.mean())) < 5e-4
+    assert all(float(c.bias.detach().abs().max()) == 0.0 for c in head.branches)
+    with pytest.raises(ConfigError, match='channels'):
+        seg.MODELS.build(dict(type='ASPPSumHead', in_channels=8, channels=4, num_classes=3))
+    with pytest.raises(ConfigError, match='dilations'):
+        seg.MODELS.build(dict(type='ASPPSumHead', in_channels=8, num_classes=3, dilations=()))
+
+
+# --------------------------------------------------------------------------- tiny
+def test_tiny_forward_shape_stride_and_gradients(seg):
+    torch.manual_seed(0)
+    model = seg.build_segmentor(seg.tiny(num_classes=16))
+    images = _randn(2, 3, 64, 128)
+    feats = model.extract_feat(images)
+    assert len(feats) == 1 and feats[0].shape == (2, 128, 8, 16)  # output stride 8
+    logits = seg.segment_logits(model, images)
+    assert logits.shape == (2, 16, 64, 128)
+    labels = torch.randint(0, 16, (2, 64, 128), generator=torch.Generator().manual_seed(1))
+    F.cross_entropy(logits, labels).backward()
+    # mmseg zero-initialises each block's last BN scale (zero_init_residual), so at init the
+    # gradient reaches a block's convs only through that scale; the stem and the downsample
+    # shortcuts get it directly.
+    for name in ('backbone.conv1.weight', 'backbone.layer1.0.bn2.weight',
+                 'backbone.layer2.0.downsample.0.weight', 'backbone.layer4.1.bn2.weight',
+                 'decode_head.branches.0.weight', 'decode_head.branches.3.bias'):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+    # Eval mode: same shape, deterministic, the graph is kept for scorers that need it.
+    model.eval()
+    a = seg.segment_logits(model, images)
+    torch.testing.assert_close(a, seg.segment_logits(model, images))
+    assert a.requires_grad
+    # The head's own resize contract: segment_logits == bilinear resize of the head output.
+    with torch.no_grad():
+        raw = model.decode_head(model.extract_feat(images))
+        torch.testing.assert_close(
+            a.detach(), F.interpolate(raw, size=(64, 128), mode='bilinear', align_corners=False))
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
+        seg.segment_logits(model, images[0])
+
+
+def test_builders_return_independent_configs(seg):
+    a, b = seg.tiny(), seg.tiny()
+    a['decode_head']['loss_decode']['loss_weight'] = 2.0
+    a['backbone']['norm_cfg']['requires_grad'] = False
+    assert b['decode_head']['loss_decode']['loss_weight'] == 1.0
+    assert b['backbone']['norm_cfg']['requires_grad'] is True
+    cfg = seg.deeplab_v2(backbone_weights='x.pth')
+    seg_cfg = dict(cfg)
+    with pytest.raises(ConfigError):
+        seg.build_segmentor(cfg)
+    assert cfg == seg_cfg and cfg['backbone_weights'] == 'x.pth'  # not popped from the input
+    with pytest.raises(ConfigError, match='num_classes'):
+        seg.tiny(num_classes=1)
+
+
+# --------------------------------------------------------------------------- ResNet-101
+def test_deeplab_v2_parameter_count_dilations_and_forward(seg):
+    torchvision = pytest.importorskip('torchvision')
+    torch.manual_seed(0)
+    model = seg.build_segmentor(seg.deeplab_v2(num_classes=16))
+    tv = torchvision.models.resnet101(weights=None)
+    resnet_params = sum(p.numel() for n, p in tv.named_parameters() if not n.startswith('fc.'))
+    assert resnet_params == 42_500_160
+    expected = resnet_params + 4 * (2048 * 16 * 9 + 16)
+    assert sum(p.numel() for p in model.parameters()) == expected == 43_679_872
+    # Backbone tensors are named (and shaped) like torchvision's.
+    own = {k: v.shape for k, v in model.backbone.state_dict().items()}
+    assert own == {k: v.shape for k, v in tv.state_dict().items() if not k.startswith('fc.')}
+    # Output stride 8 with torchvision's dilation layout (first block of a stage: half).
+    bb = model.backbone
+    assert bb.layer3[0].conv2.stride == (1, 1) and bb.layer4[0].conv2.stride == (1, 1)
+    assert bb.layer3[0].conv2.dilation == (1, 1) and bb.layer3[1].conv2.dilation == (2, 2)
+    assert bb.layer4[0].conv2.dilation == (2, 2) and bb.layer4[2].conv2.dilation == (4, 4)
+    assert [c.dilation for c in model.decode_head.branches] == [(6, 6), (12, 12), (18, 18),
+                                                                (24, 24)]
+    model.eval()
+    with torch.no_grad():
+        out = seg.segment_logits(model, _randn(1, 3, 33, 33))
+    assert out.shape == (1, 16, 33, 33) and torch.isfinite(out).all()
+
+
+def test_deeplab_v3plus_builds_and_runs(seg):
+    torch.manual_seed(0)
+    model = seg.build_segmentor(seg.deeplab_v3plus(num_classes=16))
+    assert type(model.backbone).__name__ == 'ResNet' and not hasattr(model.backbone, 'stem')
+    head = model.decode_head
+    assert type(head).__name__ == 'DepthwiseSeparableASPPHead'
+    assert head.dilations == (1, 12, 24, 36) and head.c1_bottleneck.conv.in_channels == 256
+    assert head.conv_seg.out_channels == 16
+    model.eval()  # the image-pooling branch has BatchNorm on 1x1 maps: batch 1 needs eval
+    with torch.no_grad():
+        out = seg.segment_logits(model, _randn(1, 3, 33, 33))
+    assert out.shape == (1, 16, 33, 33) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- backbone weights
+def _resnet18_cfg(seg, weights) -> dict:
+    cfg = seg.tiny(num_classes=4)
+    cfg['backbone'].update(stem_channels=64, base_channels=64)
+    cfg['decode_head']['in_channels'] = 512
+    cfg['backbone_weights'] = str(weights)
+    return cfg
+
+
+def test_backbone_weights_load_torchvision_state_dict(seg, tmp_path):
+    torchvision = pytest.importorskip('torchvision')
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    gen = torch.Generator().manual_seed(3)
+    # Fresh BatchNorm statistics are 0/1 in both libraries: make them distinctive.
+    for key in state:
+        if key.endswith(('running_mean', 'running_var')):
+            state[key] = torch.rand(state[key].shape, generator=gen) + 0.5
+    path = tmp_path / 'resnet18.pth'
+    torch.save(state, path)
+
+    torch.manual_seed(1)
+    model = seg.build_segmentor(_resnet18_cfg(seg, path))
+    own = model.backbone.state_dict()
+    for key in ('conv1.weight', 'bn1.running_var', 'layer2.0.downsample.0.weight',
+                'layer4.1.bn2.running_mean'):
+        torch.testing.assert_close(own[key], state[key], rtol=0, atol=0)
+    assert set(own) == {k for k in state if not k.startswith('fc.')}
+    assert all(torch.equal(own[k], state[k]) for k in own)
+    # Wrapped state dicts with a DataParallel prefix load the same way.
+    wrapped = tmp_path / 'wrapped.pth'
+    torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()}}, wrapped)
+    missing, unexpected = seg.load_backbone_weights(model.backbone, wrapped)
+    assert missing == [] and unexpected == []
+
+
+def test_backbone_weights_errors_name_the_path(seg, tmp_path):
+    torchvision = pytest.importorskip('torchvision')
+    missing_path = tmp_path / 'nowhere' / 'resnet101.pth'
+    with pytest.raises(ConfigError, match=rf'backbone weights {missing_path} not found'):
+        seg.build_segmentor(seg.deeplab_v2(backbone_weights=str(missing_path)))
+    # ResNet-18 (64 channels) weights into the 16-channel tiny backbone: shapes differ.
+    path = tmp_path / 'resnet18.pth'
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    cfg = seg.tiny()
+    cfg['backbone_weights'] = str(path)
+    with pytest.raises(ConfigError, match='do not fit the ResNet backbone'):
+        seg.build_segmentor(cfg)
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint')
+    with pytest.raises(ConfigError, match='weights_only=True'):
+        seg.build_segmentor(_resnet18_cfg(seg, garbage))
+    other = tmp_path / 'other.pth'
+    torch.save({'encoder.weight': torch.zeros(3)}, other)
+    with pytest.raises(ConfigError, match='share no tensor name'):
+        seg.build_segmentor(_resnet18_cfg(seg, other))
+
+
+# --------------------------------------------------------------------------- losses
+def _one_hot_map(labels: list[list[int]], num_classes: int) -> torch.Tensor:
+    """Probabilities [1, C, H, W] that are one-hot at the given class per pixel."""
+    return F.one_hot(torch.tensor(labels), num_classes).permute(2, 0, 1)[None].float()
+
+
+def test_local_consistency_known_answers():
+    # A constant distribution everywhere agrees with all its neighbours.
+    dist = torch.softmax(_randn(5), dim=0)
+    constant = dist.view(1, 5, 1, 1).expand(2, 5, 4, 6).clone()
+    assert float(local_consistency_loss(constant)) == 0.0
+    # 1x2 image, two different one-hot pixels: one pair at L1 distance 2.
+    assert float(local_consistency_loss(_one_hot_map([[0, 1]], 3))) == pytest.approx(2.0)
+    # 2x2 image, one odd pixel: it differs (by 2) from all 3 of its neighbours; there are
+    # 6 pairs (2 horizontal, 2 vertical, 2 diagonal) -> 3 * 2 / 6 = 1.
+    assert float(local_consistency_loss(_one_hot_map([[1, 0], [0, 0]], 2))) == pytest.approx(1.0)
+    # 3x1 column [a, a, b] with soft b: pairs (a,a), (a,b) -> |a-b|_1 / 2.
+    a, b = torch.tensor([0.7, 0.3]), torch.tensor([0.2, 0.8])
+    col = torch.stack([a, a, b], dim=1).view(1, 2, 3, 1)
+    assert float(local_consistency_loss(col)) == pytest.approx(float((a - b).abs().sum()) / 2)
+    # The batch mean is over all pairs of all images: a constant image halves the value.
+    batch = torch.cat([_one_hot_map([[0, 1]], 3), _one_hot_map([[2, 2]], 3)])
+    assert float(local_consistency_loss(batch)) == pytest.approx(1.0)
+
+
+def test_local_consistency_gradient_and_single_pixel():
+    probs = torch.softmax(_randn(2, 4, 5, 7), dim=1).requires_grad_()
+    loss = local_consistency_loss(probs)
+    loss.backward()
+    assert 0.0 < float(loss) <= 2.0 and float(probs.grad.abs().sum()) > 0
+    single = torch.softmax(_randn(1, 3, 1, 1), dim=1).requires_grad_()
+    zero = local_consistency_loss(single)
+    zero.backward()
+    assert float(zero) == 0.0 and torch.equal(single.grad, torch.zeros_like(single))
+    with pytest.raises(ValueError, match=r'\[B, C, H, W\]'):
+        local_consistency_loss(torch.rand(3, 4, 5))
+
+
+def test_negative_learning_known_answers_and_mask():
+    # 1x2 image, 3 classes: pixel 0 = (0.01, 0.04, 0.95), pixel 1 = (0.02, 0.50, 0.48).
+    probs = torch.tensor([[0.01, 0.02], [0.04, 0.50], [0.95, 0.48]]).view(1, 3, 1, 2)
+    probs.requires_grad_()
+    loss = negative_learning_loss(probs, threshold=0.05)
+    expected = -(math.log(0.99) + math.log(0.96) + math.log(0.98)) / 3
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+    # d loss / d p = 1 / (3 (1 - p)) on the three selected entries, 0 elsewhere.
+    loss.backward()
+    grad = torch.zeros(3, 2)
+    for (c, x), p in {(0, 0): 0.01, (1, 0): 0.04, (0, 1): 0.02}.items():
+        grad[c, x] = 1 / (3 * (1 - p))
+    torch.testing.assert_close(probs.grad.view(3, 2), grad, rtol=1e-4, atol=1e-6)
+    # A higher threshold selects more classes: pixel 1's 0.48 and 0.50 join at 0.6.
+    wide = -(math.log(0.99) + math.log(0.96) + math.log(0.98) + math.log(0.5)
+             + math.log(0.52)) / 5
+    assert float(negative_learning_loss(probs, threshold=0.6)) == pytest.approx(wide, abs=1e-5)
+    # The mask keeps pixel 1 only.
+    mask = torch.tensor([[[False, True]]])
+    assert float(negative_learning_loss(probs, 0.05, mask)) == pytest.approx(
+        -math.log(0.98), abs=1e-5)
+
+
+def test_negative_learning_nothing_selected_and_errors():
+    probs = torch.full((2, 4, 3, 3), 0.25, requires_grad=True)
+    loss = negative_learning_loss(probs, threshold=0.05)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.equal(probs.grad, torch.zeros_like(probs))
+    masked_out = negative_learning_loss(torch.softmax(_randn(1, 4, 2, 2) * 10, dim=1), 0.05,
+                                        torch.zeros(1, 2, 2, dtype=torch.bool))
+    assert float(masked_out) == 0.0
+    with pytest.raises(ValueError, match='mask'):
+        negative_learning_loss(probs, 0.05, torch.ones(2, 3, 3))  # not bool
+    with pytest.raises(ValueError, match='mask'):
+        negative_learning_loss(probs, 0.05, torch.ones(2, 3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match='threshold'):
+        negative_learning_loss(probs, threshold=0.0)
+    with pytest.raises(ValueError, match=r'\[B, C, H, W\]'):
+        negative_learning_loss(probs[0])
