@@ -7,8 +7,11 @@ Example::
     python tools/import_labels.py CONFIG answers.csv   # validated, stored for the run
     python tools/train_al.py CONFIG --resume           # continues with the answers
 
-Every answer is checked (queried ids only, each once, all of them, classes in range) before
-anything is stored; a rejected import changes nothing.
+Answers: classification a CSV or JSON; detection a COCO JSON (or CVAT's COCO zip);
+segmentation a zip of ``sample_<id>_label.png`` train-id PNGs (see docs/human_labels.md).
+Every answer is checked (queried ids only, each once, all of them, classes in range; for
+region queries only the queried pixels are read) before anything is stored; a rejected import
+changes nothing.
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ from saal_tasks.core.loop import ActiveLearningLoop  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Import answers to an exported query')
     parser.add_argument('config', help='the config of the run')
-    parser.add_argument('answers', help='answers file in the task\'s format (CSV or JSON for '
-                        'classification)')
+    parser.add_argument('answers', help='answers file in the task\'s format: CSV or JSON '
+                        '(classification), COCO JSON or zip (detection), zip of label PNGs '
+                        '(segmentation)')
     parser.add_argument('--work-dir', help='the run\'s work dir (default: as in train_al.py)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
     return parser.parse_args(argv)

@@ -54,3 +54,33 @@ def gather_in_rank_order(obj: Any) -> list[Any]:
 def barrier() -> None:
     """Wait for every rank (no-op outside distributed runs)."""
     mm_dist.barrier()
+
+
+def average_gradients(parameters: Any) -> None:
+    """Average the ``.grad`` of ``parameters`` over ranks, in place (no-op with one rank).
+
+    For training loops that run several forward passes per step (e.g. a source and a target
+    batch), which ``DistributedDataParallel``'s one-forward-one-backward contract does not fit.
+    """
+    if rank_and_world()[1] == 1:
+        return
+    for param in parameters:
+        if not param.requires_grad:
+            continue
+        if param.grad is None:
+            # Every rank must take part in every reduction: a parameter without a gradient
+            # here (unused in this rank's forward) contributes zeros.
+            param.grad = torch.zeros_like(param)
+        mm_dist.all_reduce(param.grad, op='mean')
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``module``'s buffers (BatchNorm statistics) from rank ``src`` to every rank.
+
+    Ranks that trained on different images hold different running statistics; after this,
+    every rank scores with the same model (as ``DistributedDataParallel`` does each step).
+    """
+    if rank_and_world()[1] == 1:
+        return
+    for buffer in module.buffers():
+        mm_dist.broadcast(buffer, src=src)

@@ -712,18 +712,26 @@ class ActiveLearningLoop:
         return result
 
     # ------------------------------------------------------------------ human answers
-    def pending_query(self) -> tuple[int, np.ndarray]:
-        """The round and ids of the query waiting for answers in ``work_dir``.
+    def pending_query(self) -> tuple[int, np.ndarray, list[np.ndarray] | None]:
+        """The round, ids and (partial annotation) units of the query waiting for answers.
+
+        Returns:
+            ``(round, sample_ids [K], units)``: ``units`` holds, per queried sample, the flat
+            indices of the units asked for (``rounds/round_NNN/selected.json``), or is
+            ``None`` when whole samples are asked for.
 
         Raises:
             ResumeError: No query is waiting.
         """
         manifest = Manifest.load(self.work_dir)
         if manifest.round == 0 and 'commit' not in manifest.stages:
-            return 0, self._initial_ids(self.task.sample_ids())
+            return 0, self._initial_ids(self.task.sample_ids()), None
         if manifest.stages and manifest.stages[-1] == 'select':
             selected = json.loads((self.round_dir(manifest.round) / 'selected.json').read_text())
-            return manifest.round, np.asarray(selected['sample_ids'], dtype=np.int64)
+            units = ([np.asarray(u, dtype=np.int64) for u in selected['units']]
+                     if 'units' in selected else None)
+            return (manifest.round, np.asarray(selected['sample_ids'], dtype=np.int64),
+                    units)
         raise ResumeError(f'{self.work_dir} has no query waiting for answers (round '
                           f'{manifest.round}, stages {manifest.stages}): nothing to import')
 
@@ -731,12 +739,14 @@ class ActiveLearningLoop:
         """Validate a file of answers against the waiting query and store it for --resume.
 
         Nothing is stored unless every answer is valid (queried ids only, each once, all of
-        them, and accepted by the task).
+        them, and accepted by the task). For a partial query the answers are first cut down
+        to the queried units (what they say elsewhere is ignored), so the task validates
+        exactly the labels of the units that were asked for.
 
         Returns:
             The round and the number of answers imported.
         """
-        from ..oracles.file_oracle import FileOracle
+        from ..oracles.file_oracle import FileOracle, restrict_answers
         if not isinstance(self.oracle, FileOracle):
             raise ConfigError(f'the config\'s oracle is {type(self.oracle).__name__}; importing '
                               "answers needs oracle = dict(type='FileOracle')")
@@ -744,9 +754,12 @@ class ActiveLearningLoop:
         if not path.is_file():
             raise FileNotFoundError(f'answers file {path} does not exist')
         self.oracle.attach(self.work_dir)
-        round_idx, ids = self.pending_query()
+        round_idx, ids, units = self.pending_query()
         try:
-            answers = self._validated_answers(ids, self.task.read_answers(path))
+            read = self.task.read_answers(path)
+            if units is not None:
+                read = restrict_answers(self.task, read, ids, units)
+            answers = self._validated_answers(ids, read)
         except (AnnotationError, ValueError) as err:
             raise AnnotationError(f'{path}: {err}') from None
         folder = self.oracle.query_dir(round_idx)

@@ -68,8 +68,13 @@ class BaseTask(ABC):
         coordinates, mask size) so that a bad answer never reaches the state.
         """
 
-    def export_query(self, sample_ids: np.ndarray, folder: Path) -> None:
-        """Write the queried samples into ``folder`` in a format people can label."""
+    def export_query(self, sample_ids: np.ndarray, folder: Path) -> Any:
+        """Write the queried samples into ``folder`` in a format people can label.
+
+        Tasks with partial annotation also take ``units`` (per sample, the flat indices of
+        the units to label); extra keyword options come from ``FileOracle(export_options=)``.
+        A returned dict is added to the query's ``query.json``.
+        """
         raise ConfigError(f'{type(self).__name__} cannot export queries for people yet: use '
                           "oracle = dict(type='SimulatedOracle')")
 

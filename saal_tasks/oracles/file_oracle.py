@@ -1,10 +1,11 @@
 """Human annotators: export each query as files, read the answers back from files."""
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from mmengine.dist import barrier, is_main_process
@@ -17,6 +18,40 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..core.task import BaseTask
 
 QUERY_LIST = 'query.json'
+#: Keys of ``query.json`` that the oracle owns (a task's export cannot replace them).
+_OWN_KEYS = ('round', 'sample_ids', 'units')
+
+
+def restrict_answers(task: BaseTask, answers: Answers, sample_ids: Sequence[int],
+                     units: Sequence[np.ndarray]) -> list[tuple[int, Any]]:
+    """Cut people's full answers down to the queried units (partial annotation).
+
+    Whatever an answer says outside the queried units is never read. Answers for ids that
+    were not queried are passed on unchanged, so that the loop's check names them.
+
+    Args:
+        task: The task (:meth:`~saal_tasks.core.task.BaseTask.restrict_annotation`).
+        answers: Full annotations by id, as the task's ``read_answers`` returns them.
+        sample_ids: Queried samples, shape ``[K]``.
+        units: Per queried sample, flat indices of the units asked for.
+
+    Returns:
+        ``(sample_id, partial annotation)`` pairs in the order of ``answers``.
+    """
+    from ..core.errors import AnnotationError  # here: saal_tasks.core imports this module
+    wanted = {int(i): np.asarray(u, dtype=np.int64) for i, u in zip(sample_ids, units)}
+    pairs = list(answers.items()) if isinstance(answers, Mapping) else list(answers)
+    out = []
+    for key, value in pairs:
+        if int(key) not in wanted:
+            out.append((int(key), value))
+            continue
+        try:
+            out.append((int(key), task.restrict_annotation(value, wanted[int(key)])))
+        except (IndexError, ValueError, TypeError) as err:
+            raise AnnotationError(f'sample {key}: the answer does not cover the queried units '
+                                  f'({err}): answer at the size of the exported query') from None
+    return out
 
 
 @ORACLES.register_module()
@@ -24,16 +59,25 @@ class FileOracle(BaseOracle):
     """Exports a query to ``work_dir/queries/round_NNN/`` and waits for its answers.
 
     The export is the task's native format (``BaseTask.export_query``: images and a CSV for
-    classification). People label it with any tool; ``tools/import_labels.py`` validates their
-    answers and stores them as ``answers.<ext>`` in the same folder, and ``--resume`` continues
-    the run. Answers placed there by hand are validated the same way when the run resumes.
+    classification, images and a COCO file for detection, images and masks of the pixels to
+    label for segmentation). People label it with any tool; ``tools/import_labels.py``
+    validates their answers and stores them as ``answers.<ext>`` in the same folder, and
+    ``--resume`` continues the run. Answers placed there by hand are validated the same way
+    when the run resumes.
+
+    ``query.json`` in the folder lists the round, the queried ``sample_ids``, for partial
+    queries the ``units`` (flat indices per sample), and what the task's export adds to it
+    (e.g. file names).
 
     Args:
         folder: Where queries go, relative to the work directory.
+        export_options: Keyword arguments of the task's ``export_query``, e.g.
+            ``dict(pre_annotations=False)`` for detection.
     """
 
-    def __init__(self, folder: str = 'queries') -> None:
+    def __init__(self, folder: str = 'queries', export_options: dict | None = None) -> None:
         self.folder = folder
+        self.export_options = dict(export_options or {})
         self.root: Path | None = None
 
     def attach(self, work_dir: Path) -> None:
@@ -52,22 +96,61 @@ class FileOracle(BaseOracle):
         return found[0] if found else None
 
     def annotate(self, task: BaseTask, sample_ids: np.ndarray, round_idx: int) -> Answers:
+        return self._ask(task, sample_ids, None, round_idx)
+
+    def annotate_units(self, task: BaseTask, sample_ids: np.ndarray,
+                       units: Sequence[np.ndarray], round_idx: int) -> Answers:
+        """Export the images with masks of the units to label; answers are cut to them."""
+        return self._ask(task, sample_ids, units, round_idx)
+
+    def _ask(self, task: BaseTask, sample_ids: np.ndarray,
+             units: Sequence[np.ndarray] | None, round_idx: int) -> Answers:
         folder = self.query_dir(round_idx)
         ids = [int(i) for i in sample_ids]
         answers = self.answers_file(folder) if folder.is_dir() else None
         if answers is not None:
-            return task.read_answers(answers)
+            read = task.read_answers(answers)
+            return read if units is None else restrict_answers(task, read, ids, units)
+        listing: dict[str, Any] = {'round': round_idx, 'sample_ids': ids}
+        if units is not None:
+            listing['units'] = [np.asarray(u, dtype=np.int64).tolist() for u in units]
         listed = folder / QUERY_LIST
-        if is_main_process() and not (listed.is_file() and
-                                      json.loads(listed.read_text())['sample_ids'] == ids):
+        if is_main_process() and not self._exported(listed, listing):
             # Export into a fresh folder, then rename: a query folder is complete or absent.
             staging = folder.with_name(folder.name + '.partial')
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            task.export_query(np.asarray(ids, dtype=np.int64), staging)
-            (staging / QUERY_LIST).write_text(json.dumps({'round': round_idx,
-                                                          'sample_ids': ids}, indent=2))
+            added = self._export(task, np.asarray(ids, dtype=np.int64), units, staging)
+            if isinstance(added, Mapping):
+                listing.update({k: v for k, v in added.items() if k not in _OWN_KEYS})
+            (staging / QUERY_LIST).write_text(json.dumps(listing, indent=2))
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
         barrier()  # the export is complete before any rank stops
         raise QueryPending(round_idx, folder, len(ids))
+
+    def _export(self, task: BaseTask, ids: np.ndarray, units: Sequence[np.ndarray] | None,
+                folder: Path) -> Any:
+        from ..core.errors import ConfigError  # here: saal_tasks.core imports this module
+        options = dict(self.export_options)
+        valid = [name for name in inspect.signature(task.export_query).parameters
+                 if name not in ('sample_ids', 'folder', 'units')]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(f'oracle.export_options.{unknown[0]} is not an option of '
+                              f'{type(task).__name__}.export_query; valid: '
+                              f"{', '.join(valid) or '(none)'}")
+        if units is not None:
+            options['units'] = [np.asarray(u, dtype=np.int64) for u in units]
+        return task.export_query(ids, folder, **options)
+
+    @staticmethod
+    def _exported(listed: Path, listing: dict[str, Any]) -> bool:
+        """Whether ``listed`` already describes this exact query (ids and units)."""
+        if not listed.is_file():
+            return False
+        try:
+            old = json.loads(listed.read_text())
+        except ValueError:
+            return False
+        return all(old.get(key) == listing.get(key) for key in ('sample_ids', 'units'))

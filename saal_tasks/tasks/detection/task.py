@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -35,6 +36,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch import nn
 
+from ...core.dist import broadcast_buffers, rank_and_world
 from ...core.errors import AnnotationError, ConfigError
 from ...core.task import BaseTask
 from ...mmcv_ops_fallback import active_path
@@ -45,6 +47,7 @@ from .ssd_units import (anchor_cells, box_classification_losses, detect, head_fo
 from .runtime import (isolated_runner_globals, load_checkpoint_weights, preserved_global_rng,
                       quiet_current_logger, safe_checkpoint_globals)
 from .voc_pool import ImagePool, LabeledSubset, flatten_dataset_cfg
+from .label_files import export_coco_query, predicted_boxes, read_coco_answers
 
 from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after ssd_units, see above)
 from mmdet.datasets import VOCDataset  # noqa: E402
@@ -183,7 +186,13 @@ class DetectionTask(BaseTask):
         runner_dir: Folder for the Runner's logs; ``None`` uses a temporary folder deleted
             after each training.
         log_level: Level of the Runner's logger (``'WARNING'`` hides per-iteration lines).
+
+    Attributes:
+        latest_model: The model this task last trained or evaluated (``None`` before). A
+            query exported for people carries its pseudo-boxes as pre-annotations.
     """
+
+    latest_model: nn.Module | None = None
 
     def __init__(self, model: dict, train_dataloader: dict, test_dataloader: dict,
                  test_evaluator: dict | list, optim_wrapper: dict, train_cfg: dict,
@@ -298,6 +307,35 @@ class DetectionTask(BaseTask):
     def decode_annotation(self, value: Any) -> list[dict]:
         return list(value)
 
+    def export_query(self, sample_ids: np.ndarray, folder: Path,
+                     pre_annotations: bool = True) -> None:
+        """Write the queried images and ``query_coco.json`` (see ``label_files``).
+
+        Args:
+            sample_ids: Queried images, shape ``[K]``.
+            folder: The query folder.
+            pre_annotations: Add :attr:`latest_model`'s pseudo-boxes (with ``score``) as
+                COCO annotations; none when no model was trained yet.
+        """
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        boxes = None
+        if pre_annotations and self.latest_model is not None:
+            boxes = predicted_boxes(self, self.latest_model, ids)
+        export_coco_query([self.pool.data_info(int(i)) for i in ids], ids, self.pool.classes,
+                          Path(folder), boxes)
+
+    def read_answers(self, path: Path) -> list[tuple[int, list[dict]]]:
+        """Read a COCO file of answers (tools' exports; see ``label_files``)."""
+        return read_coco_answers(Path(path), self.pool.classes, self._image_size)
+
+    def _image_size(self, sample_id: int) -> tuple[int, int] | None:
+        """``(width, height)`` of a pool image, ``None`` for an id outside the pool."""
+        try:
+            info = self.pool.data_info(int(sample_id))
+        except KeyError:
+            return None
+        return int(info['width']), int(info['height'])
+
     def labeled_dataset(self, labeled_ids: np.ndarray) -> LabeledSubset:
         """The training dataset of ``labeled_ids`` (annotations from the oracle)."""
         return LabeledSubset(self.pool, labeled_ids, self._annotations)
@@ -331,9 +369,18 @@ class DetectionTask(BaseTask):
             raise ValueError('no labeled images to train on: raise al.initial_size')
         workdir = self.runner_dir or tempfile.mkdtemp(prefix='saal_det_runner_')
         start = time.perf_counter()
+        distributed = rank_and_world()[1] > 1
         try:
             with preserved_global_rng(), isolated_runner_globals():
                 runner = Runner(
+                    # In a torchrun run the Runner trains data-parallel like mmdet's own
+                    # tools: DefaultSampler gives each rank its part of the labeled set and
+                    # DDP averages gradients (CPU DDP needs device_ids=None).
+                    launcher='pytorch' if distributed else 'none',
+                    cfg=dict(model_wrapper_cfg=dict(
+                        type='MMDistributedDataParallel', device_ids=None,
+                        broadcast_buffers=False))
+                    if distributed and not torch.cuda.is_available() else None,
                     model=model, work_dir=workdir,
                     train_dataloader=self._train_loader(labeled_ids, seed),
                     optim_wrapper=copy.deepcopy(self.optim_wrapper_cfg),
@@ -345,6 +392,7 @@ class DetectionTask(BaseTask):
                     env_cfg=dict(cudnn_benchmark=False), log_level=self.log_level,
                     experiment_name='saal_detection')
                 model = runner.train()
+                model = getattr(model, 'module', model)  # the DDP wrapper of a torchrun run
                 loss = runner.message_hub.get_scalar('train/loss').current()
                 iters = runner.iter
         finally:
@@ -352,7 +400,10 @@ class DetectionTask(BaseTask):
                 shutil.rmtree(workdir, ignore_errors=True)
         print_log(f'  trained on {len(labeled_ids)} images: {iters} iterations, last loss '
                   f'{loss:.4f} ({time.perf_counter() - start:.1f}s)', logger='current')
+        # mmengine's DDP keeps each rank's BatchNorm statistics: score with rank 0's everywhere.
+        broadcast_buffers(model)
         model.eval()
+        self.latest_model = model
         return model
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -379,6 +430,7 @@ class DetectionTask(BaseTask):
             finally:
                 model.train(was_training)
             metrics = evaluator.evaluate(len(self._test_loader.dataset))
+        self.latest_model = model
         # 'pascal_voc/mAP' -> 'mAP': one metric namespace per run.
         return {k.split('/')[-1]: float(v) for k, v in metrics.items()}
 

@@ -16,8 +16,10 @@ pseudo-label is the per-pixel argmax, ``loss_per_unit`` the per-pixel cross-entr
 """
 from __future__ import annotations
 
+import os
 import time
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +27,14 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
 
+from ...core.dist import average_gradients, broadcast_buffers, rank_and_world
 from ...core.errors import AnnotationError, ConfigError
 from ...core.task import BaseTask
 from ...registry import TASKS
 from .annotations import PixelLabels, decode_pixels, encode_pixels
 from .classes import CLASSES16, IGNORE_INDEX
 from .datasets import build_seg_dataset, read_sample
+from .label_files import export_region_query, read_label_zip
 from .losses import local_consistency_loss, negative_learning_loss
 from .metrics import SegmentationMeter
 from .models import build_segmentor, deeplab_v2, deeplab_v3plus, segment_logits, tiny
@@ -208,6 +212,32 @@ class SegmentationTask(BaseTask):
     def decode_annotation(self, value: dict) -> dict:
         return decode_pixels(value)
 
+    def export_query(self, sample_ids: np.ndarray, folder: Path,
+                     units: Sequence[np.ndarray] | None = None) -> dict:
+        """Write each queried image and a mask of its pixels to label (see ``label_files``).
+
+        Args:
+            sample_ids: Queried target images, shape ``[K]``.
+            folder: The query folder.
+            units: Per image, flat pixel indices (at the target resolution) to label.
+
+        Returns:
+            The image size and file names, for the query list.
+        """
+        if units is None:
+            raise ConfigError('segmentation queries ask for pixels of images, not whole '
+                              'images: use a unit selector and al.initial_size=0')
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        return export_region_query(
+            [self.target.get(int(i))[0] for i in ids], ids, units, Path(folder),
+            [os.path.basename(self.target.dataset.get_data_info(int(i))['img_path'])
+             for i in ids])
+
+    def read_answers(self, path: Path) -> list[tuple[int, np.ndarray]]:
+        """Full label maps ``[H, W]`` from a zip of label PNGs; the oracle keeps only the
+        queried pixels (:meth:`restrict_annotation`)."""
+        return read_label_zip(Path(path), self.target.size)
+
     def labeled_units(self, sample_ids: np.ndarray) -> list[np.ndarray]:
         return [self.labels.revealed(int(i)).reshape(self.target.size) for i in sample_ids]
 
@@ -255,9 +285,16 @@ class SegmentationTask(BaseTask):
     def train_steps(self, model: nn.Module, labeled_ids: np.ndarray, seed: int, start: int,
                     stop: int, total: int, optim_state: dict | None
                     ) -> tuple[nn.Module, dict]:
+        rank, world = rank_and_world()
+        if self.batch_size % world or self.target_batch_size % world:
+            raise ConfigError(f'task.batch_size ({self.batch_size}) and task.target_batch_size '
+                              f'({self.target_batch_size}) must be multiples of the number of '
+                              f'processes ({world}): each takes an equal part of every batch')
         optimizer = self._optimizer(model)
         if optim_state is not None:
             optimizer.load_state_dict(optim_state)
+        # Distributed: every rank draws the same global batches (same generator) and trains on
+        # its part; averaged gradients keep the ranks' weights identical.
         rng = np.random.default_rng(seed)
         # Target batches come from the whole pool: CE only where pixels are revealed, the
         # optional unsupervised terms everywhere (RIPU draws target images the same way).
@@ -273,21 +310,31 @@ class SegmentationTask(BaseTask):
             tgt = rng.integers(num_target, size=self.target_batch_size)
             flips = rng.random(self.batch_size + self.target_batch_size) < 0.5 if self.flip \
                 else np.zeros(self.batch_size + self.target_batch_size, bool)
-            x_s, y_s = self._batch(self.source, src, flips[:self.batch_size], targets=False)
-            x_t, y_t = self._batch(self.target, tgt, flips[self.batch_size:], targets=True)
+            src_flips, tgt_flips = flips[:self.batch_size], flips[self.batch_size:]
+            if world > 1:
+                src, src_flips, tgt, tgt_flips = (np.array_split(a, world)[rank] for a in
+                                                  (src, src_flips, tgt, tgt_flips))
+            x_s, y_s = self._batch(self.source, src, src_flips, targets=False)
+            x_t, y_t = self._batch(self.target, tgt, tgt_flips, targets=True)
             loss, parts = self._loss(model, x_s, y_s, x_t, y_t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(model.parameters())
             optimizer.step()
             losses.append(parts)
             done = it + 1 - start
             if done % self.log_interval == 0 or it + 1 == stop:
-                mean = {k: float(np.mean([p[k] for p in losses])) for k in losses[-1]}
+                # A term is averaged over the iterations that had it (no revealed pixels in
+                # a target batch: no target term).
+                keys = [k for k in ('loss_src', 'loss_tgt', 'loss_lc', 'loss_nl')
+                        if any(k in p for p in losses)]
+                mean = {k: float(np.mean([p[k] for p in losses if k in p])) for k in keys}
                 text = ', '.join(f'{k} {v:.4f}' for k, v in mean.items())
                 print_log(f'iter {it + 1}/{total}: {text}, lr {optimizer.param_groups[0]["lr"]:.2e}'
                           f' ({done / (time.perf_counter() - began):.1f} it/s)',
                           logger='current')
                 losses = []
+        broadcast_buffers(model)
         return model, optimizer.state_dict()
 
     def _loss(self, model: nn.Module, x_s: torch.Tensor, y_s: torch.Tensor,
