@@ -9,6 +9,14 @@ from torch import nn
 from saal_tasks.registry import TASKS
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (for a test's process group)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def make_task(dtype: str = 'float64', epochs: int = 2, **kwargs):
     """A ClassificationTask on scikit-learn's digits with a 4-channel SmallCNN."""
     cfg = dict(type='ClassificationTask', dataset=dict(type='DigitsData'),
@@ -16,6 +24,17 @@ def make_task(dtype: str = 'float64', epochs: int = 2, **kwargs):
                epochs=epochs, batch_size=32, dtype=dtype, log_interval=1000)
     cfg.update(kwargs)
     return TASKS.build(cfg)
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    detection models gain nothing from a second thread, and two OpenMP threads slow down many
+    times over when other processes share the two cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope='session')

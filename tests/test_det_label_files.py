@@ -23,9 +23,8 @@ from saal_tasks.core.loop import ActiveLearningLoop  # noqa: E402
 from saal_tasks.tasks.detection.label_files import (QUERY_COCO, from_coco_box,  # noqa: E402
                                                     sample_id_of, to_coco_box)
 from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo  # noqa: E402
+from test_detection import tiny_cfg  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_CONFIG = ROOT / 'configs' / 'det' / 'ssd_tiny_voc_demo.py'
 SPLITS = (DemoSplit('VOC2007', 'trainval', 6), DemoSplit('VOC2007', 'test', 4, first_number=101),
           DemoSplit('VOC2012', 'trainval', 4, id_prefix='2008_'))
 #: Category ids as a tool might number them (Label Studio counts from 0), in another order,
@@ -34,12 +33,7 @@ TOOL_CATEGORIES = [{'id': 0, 'name': 'person'}, {'id': 7, 'name': 'bottle'},
                    {'id': 3, 'name': 'unused-label'}, {'id': 5, 'name': 'car'}]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
@@ -50,12 +44,8 @@ def voc_root(tmp_path_factory) -> Path:
 
 
 def make_cfg(voc_root: Path, work_dir: Path, oracle: str = 'FileOracle') -> Config:
-    cfg = Config.fromfile(str(TINY_CONFIG))
-    cfg.task.data_root = str(voc_root) + '/'
-    cfg.task.train_dataloader.batch_size = 4
-    cfg.task.train_cfg.max_epochs = 1
-    cfg.task.model.test_cfg.max_per_img = 10
-    cfg.task.pseudo_score_thr = 0.0  # an SSD trained for 2 steps: keep its detections
+    # An SSD trained for 2 steps: threshold 0 keeps its detections as pre-annotations.
+    cfg = tiny_cfg(voc_root, pseudo_score_thr=0.0)
     cfg.oracle = dict(type=oracle)
     cfg.hooks = []
     cfg.al = dict(num_rounds=1, budget=3, subset_size=None, initial_size=4,

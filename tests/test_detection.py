@@ -40,14 +40,7 @@ SPLITS = (DemoSplit('VOC2007', 'trainval', 10), DemoSplit('VOC2007', 'test', 6, 
           DemoSplit('VOC2012', 'trainval', 6, id_prefix='2008_'))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """The tiny SSD's convolutions are too small to gain from a second thread, and two
-    OpenMP threads slow down many times over when other processes share the two cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

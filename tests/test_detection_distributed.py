@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,10 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from conftest import free_port
 
 pytest.importorskip('mmdet')
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _train(rank: int, world: int, port: int, voc_root: str, out: str) -> None:
@@ -43,7 +38,7 @@ def test_two_ranks_train_one_ssd(tmp_path):
     from test_detection import SPLITS
     root = tmp_path / 'VOCdevkit'
     write_voc_demo(root, splits=SPLITS, image_size=(96, 128), seed=3)
-    mp.start_processes(_train, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2,
+    mp.start_processes(_train, args=(2, free_port(), str(root), str(tmp_path)), nprocs=2,
                        start_method='spawn')
     rank0 = torch.load(tmp_path / 'ssd_0.pth', weights_only=True)
     rank1 = torch.load(tmp_path / 'ssd_1.pth', weights_only=True)

@@ -1,7 +1,6 @@
 """Two CPU processes (gloo) select exactly what one process selects."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,12 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ['al.num_rounds=2', 'al.budget=10', 'al.subset_size=200', 'task.epochs=15',
              'task.optimizer.lr=0.01', 'task.model.width=8', 'hooks=[]']
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _sharded_scores(rank, world, port, out):
@@ -52,7 +47,7 @@ def _sharded_scores(rank, world, port, out):
 @pytest.mark.slow
 def test_sharded_scoring_equals_one_process(tmp_path):
     for world in (1, 2):
-        mp.start_processes(_sharded_scores, args=(world, _free_port(), str(tmp_path)),
+        mp.start_processes(_sharded_scores, args=(world, free_port(), str(tmp_path)),
                            nprocs=world, start_method='spawn')
     one = np.load(tmp_path / 'scores_1.npz')
     two = np.load(tmp_path / 'scores_2.npz')
@@ -70,7 +65,7 @@ def test_torchrun_two_ranks_select_like_one(tmp_path):
                          capture_output=True, text=True, timeout=600, env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-                          f'--master_port={_free_port()}', str(ROOT / 'tools' / 'train_al.py'),
+                          f'--master_port={free_port()}', str(ROOT / 'tools' / 'train_al.py'),
                           str(config), '--launcher', 'pytorch', '--work-dir',
                           str(tmp_path / 'two'), '--cfg-options', *OVERRIDES],
                          capture_output=True, text=True, timeout=600, env=env)

@@ -2,24 +2,19 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from conftest import free_port
 
 pytest.importorskip('mmseg')
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (32, 64)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _train(rank: int, world: int, port: int, root: str, out: str) -> None:
@@ -54,7 +49,7 @@ def test_two_ranks_train_one_model(tmp_path):
     write_seg_demo(tmp_path / 'data', num_source=8, num_target_train=4, num_target_val=2,
                    size=SIZE, seed=1)
     for world in (1, 2):
-        mp.start_processes(_train, args=(world, _free_port(), str(tmp_path / 'data'),
+        mp.start_processes(_train, args=(world, free_port(), str(tmp_path / 'data'),
                                          str(tmp_path)), nprocs=world, start_method='spawn')
     one = torch.load(tmp_path / 'model_1_0.pth', weights_only=True)
     rank0 = torch.load(tmp_path / 'model_2_0.pth', weights_only=True)

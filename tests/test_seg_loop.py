@@ -17,32 +17,17 @@ from saal_tasks.core import ActiveLearningLoop
 from saal_tasks.core.errors import AnnotationError, ConfigError
 
 pytest.importorskip('mmseg')
+from seg_helpers import ROOT, SIZE, tiny_seg_cfg, write_tiny_seg_data  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SIZE = (32, 64)
 
 
 @pytest.fixture(scope='module')
 def demo_root(tmp_path_factory) -> Path:
-    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
-    root = tmp_path_factory.mktemp('seg_demo')
-    write_seg_demo(root, num_source=12, num_target_train=6, num_target_val=4, size=SIZE,
-                   seed=3)
-    return root
+    return write_tiny_seg_data(tmp_path_factory.mktemp('seg_demo'))
 
 
 def _cfg(demo_root: Path, work_dir: Path, **al) -> Config:
-    cfg = Config.fromfile(ROOT / 'configs/seg/ri_saal_tiny_demo.py')
-    cfg.merge_from_dict({
-        'work_dir': str(work_dir),
-        'task.source.data_root': str(demo_root / 'synthia'),
-        'task.target.data_root': str(demo_root / 'cityscapes'),
-        'task.val.data_root': str(demo_root / 'cityscapes'),
-        'task.source_size': SIZE, 'task.target_size': SIZE,
-        'task.batch_size': 2, 'task.target_batch_size': 2, 'task.log_interval': 1000,
-        'al.round_iters': [6, 9, 12],
-        'hooks': [],
-    })
+    cfg = tiny_seg_cfg(demo_root, work_dir)
     for key, value in al.items():
         cfg.al[key] = value
     return cfg
