@@ -545,8 +545,9 @@ class ActiveLearningLoop:
 
     def _train(self, ctx: _Round) -> None:
         labeled = self.state.labeled_ids()
-        print_log(f'round {ctx.index}/{self.num_rounds + 1}: training on {len(labeled)} '
-                  'labeled samples', logger='current')
+        what = 'samples with annotated units' if self.unit_mode else 'labeled samples'
+        print_log(f'round {ctx.index}/{self.num_rounds + 1}: training on {len(labeled)} {what}',
+                  logger='current')
         seed = self._seed(_STREAM_TRAIN, ctx.index)
         if self.model is None or self.train_mode == 'scratch':
             self.model = self.task.build_model(seed)
