@@ -1,19 +1,25 @@
-"""Segmentation training with two CPU processes (gloo): one global batch split across ranks."""
+"""Segmentation with two CPU processes (gloo): one global batch split across ranks, and
+sharded scoring that selects what one process selects."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from mmengine.config import Config
+
 from conftest import free_port
+from seg_helpers import ROOT, SIZE, tiny_seg_cfg, write_tiny_seg_data
 
 pytest.importorskip('mmseg')
 
-ROOT = Path(__file__).resolve().parents[1]
-SIZE = (32, 64)
 
 
 
@@ -60,3 +66,34 @@ def test_two_ranks_train_one_model(tmp_path):
     weights = [k for k in one if k.endswith('weight') and one[k].dim() == 4]
     moved = sum(float((rank0[k] - one[k]).norm()) for k in weights)
     assert moved < 0.05 * sum(float(one[k].norm()) for k in weights)
+
+
+@pytest.mark.slow
+def test_torchrun_selects_what_one_process_selects_with_the_same_model(tmp_path):
+    """Two ranks under torchrun: sharded RI-SAAL maps and the region selection of round 1
+    equal what one process computes with round 1's saved model."""
+    from saal_tasks.registry import SCORERS, SELECTORS, TASKS
+    data = write_tiny_seg_data(tmp_path / 'data')
+    cfg = tiny_seg_cfg(data, tmp_path / 'run')
+    config = tmp_path / 'tiny.py'
+    cfg.dump(str(config))
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                          f'--master_port={free_port()}', str(ROOT / 'tools' / 'train_al.py'),
+                          str(config), '--launcher', 'pytorch'],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    selected = json.loads((tmp_path / 'run/rounds/round_001/selected.json').read_text())
+
+    torch.set_num_threads(1)
+    cfg = Config.fromfile(str(config))
+    task = TASKS.build(cfg.task)
+    model = task.build_model(seed=0)
+    model.load_state_dict(torch.load(tmp_path / 'run/rounds/round_001/model.pth',
+                                     weights_only=True))
+    ids = task.sample_ids()
+    result = SCORERS.build(cfg.scorer).score(task, model, ids, np.random.default_rng(0))
+    units = SELECTORS.build(cfg.selector).select_units(
+        result.unit_scores, task.labeled_units(ids), np.random.default_rng(0))
+    assert selected['sample_ids'] == ids.tolist()
+    assert selected['units'] == [u.tolist() for u in units]
