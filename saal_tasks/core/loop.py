@@ -630,21 +630,22 @@ class ActiveLearningLoop:
                            seconds=max(p.seconds for p in parts), extras=extras)
 
     def _select(self, ctx: _Round) -> None:
-        if self.unit_mode:
-            self._select_units(ctx)
-            return
+        record = self._select_units(ctx) if self.unit_mode else self._select_samples(ctx)
+        self._write_json(self.round_dir(ctx.index) / 'selected.json',
+                         {'round': ctx.index, 'sample_ids': ctx.selected.tolist(), **record})
+        for hook in self.hooks:
+            hook.after_select(self, ctx.index, ctx.selected)
+
+    def _select_samples(self, ctx: _Round) -> dict[str, Any]:
+        """Whole samples: the selector picks ``budget`` candidates; returns what to record."""
         embeddings = (self._embeddings(ctx.candidates) if self.selector.needs_embeddings
                       else None)
         positions = self.selector.select(ctx.result.scores, self.budget,
                                          self._rng(_STREAM_SELECT, ctx.index), embeddings)
         ctx.selected = ctx.candidates[positions]
-        self._write_json(self.round_dir(ctx.index) / 'selected.json', {
-            'round': ctx.index, 'sample_ids': ctx.selected.tolist(),
-            'scores': ctx.result.scores[positions].tolist()})
-        for hook in self.hooks:
-            hook.after_select(self, ctx.index, ctx.selected)
+        return {'scores': ctx.result.scores[positions].tolist()}
 
-    def _select_units(self, ctx: _Round) -> None:
+    def _select_units(self, ctx: _Round) -> dict[str, Any]:
         """Partial annotation: the selector picks units inside every scored sample."""
         units = self.selector.select_units(ctx.result.unit_scores,
                                            self.task.labeled_units(ctx.candidates),
@@ -652,12 +653,8 @@ class ActiveLearningLoop:
         keep = [k for k, u in enumerate(units) if len(u)]
         ctx.selected = ctx.candidates[keep]
         ctx.units = [np.asarray(units[k], dtype=np.int64) for k in keep]
-        self._write_json(self.round_dir(ctx.index) / 'selected.json', {
-            'round': ctx.index, 'sample_ids': ctx.selected.tolist(),
-            'num_units': int(sum(len(u) for u in ctx.units)),
-            'units': [u.tolist() for u in ctx.units]})
-        for hook in self.hooks:
-            hook.after_select(self, ctx.index, ctx.selected)
+        return {'num_units': int(sum(len(u) for u in ctx.units)),
+                'units': [u.tolist() for u in ctx.units]}
 
     def _label_stage(self, ctx: _Round) -> None:
         self._label(ctx.index, ctx.selected, ctx.units)

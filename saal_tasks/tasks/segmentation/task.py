@@ -71,6 +71,7 @@ class ImageSet:
         self.length = len(self.dataset) if limit is None else min(limit, len(self.dataset))
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._eval_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -79,19 +80,38 @@ class ImageSet:
         """Image ``[h, w, 3]`` uint8 RGB and label ``[h, w]`` at the files' resolution."""
         return read_sample(self.dataset, index)
 
+    def _resized(self, array: np.ndarray, interpolation: int) -> np.ndarray:
+        import cv2
+        height, width = self.size
+        if array.shape[:2] == (height, width):
+            return array
+        return cv2.resize(array, (width, height), interpolation=interpolation)
+
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Resized image ``[H, W, 3]`` uint8 and label ``[H, W]`` uint8."""
         if index in self._cache:
             return self._cache[index]
         import cv2
         image, label = self.raw(index)
-        height, width = self.size
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-            label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+        pair = (self._resized(image, cv2.INTER_LINEAR), self._resized(label, cv2.INTER_NEAREST))
         if self.cache:
-            self._cache[index] = (image, label)
-        return image, label
+            self._cache[index] = pair
+        return pair
+
+    def for_evaluation(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Resized image ``[H, W, 3]`` and the label at the file's resolution ``[h, w]``.
+
+        Read once per call (or once per run with ``cache``): evaluation predicts at the
+        task's size and scores at the label's own size.
+        """
+        if index in self._eval_cache:
+            return self._eval_cache[index]
+        import cv2
+        image, label = self.raw(index)
+        pair = (self._resized(image, cv2.INTER_LINEAR), label)
+        if self.cache:
+            self._eval_cache[index] = pair
+        return pair
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -374,10 +394,9 @@ class SegmentationTask(BaseTask):
             with torch.no_grad():
                 for start in range(0, len(self.val), self.eval_batch_size):
                     indices = range(start, min(start + self.eval_batch_size, len(self.val)))
-                    images = to_tensor([self.val.get(i)[0] for i in indices])
-                    logits = segment_logits(model, images)
-                    for k, i in enumerate(indices):
-                        label = self.val.raw(i)[1]
+                    pairs = [self.val.for_evaluation(i) for i in indices]
+                    logits = segment_logits(model, to_tensor([image for image, _ in pairs]))
+                    for k, (_, label) in enumerate(pairs):
                         full = F.interpolate(logits[k:k + 1], size=label.shape,
                                              mode='bilinear', align_corners=False)
                         meter.add(full[0].argmax(0), torch.from_numpy(label).long())
