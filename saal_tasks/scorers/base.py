@@ -110,6 +110,19 @@ class BaseScorer:
                       logger='current')
 
 
+def ids_in_order(task: 'BaseTask', batches: list[np.ndarray],
+                 sample_ids: np.ndarray) -> np.ndarray:
+    """The ids of a scorer's batches, concatenated; they must be ``sample_ids`` in order.
+
+    Scores are stored against ``sample_ids`` by position, so a task whose ``pool_batches``
+    reorders ids would silently attach scores to the wrong samples.
+    """
+    ids = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+    if not np.array_equal(ids, sample_ids):
+        raise RuntimeError(f'{type(task).__name__}.pool_batches changed the order of ids')
+    return ids
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """Detach a tensor to a float64 numpy array."""
     return t.detach().to(torch.float64).cpu().numpy()

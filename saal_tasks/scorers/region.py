@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..core.build import build_component
 from ..core.errors import ConfigError
 from ..registry import SCORERS
-from .base import BaseScorer, ScoreResult
+from .base import BaseScorer, ScoreResult, ids_in_order
 
 
 def _check_radius(k: int) -> int:
@@ -109,13 +109,6 @@ def region_impurity(labels: torch.Tensor, num_classes: int, k: int = 1) -> torch
     return impurity / math.log(num_classes)
 
 
-def _check_order(task, ids: list[np.ndarray], sample_ids: np.ndarray) -> np.ndarray:
-    out = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    if not np.array_equal(out, sample_ids):
-        raise RuntimeError(f'{type(task).__name__}.pool_batches changed the order of ids')
-    return out
-
-
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
@@ -164,7 +157,7 @@ class PixelEntropyScorer(BaseScorer):
                 maps.extend(m.float().cpu().numpy() for m in ent)
                 targets.extend(t.cpu().numpy() for t in logits.argmax(dim=1))
                 self._progress(sum(len(i) for i in out_ids), len(sample_ids), start, last)
-        ids = _check_order(task, out_ids, sample_ids)
+        ids = ids_in_order(task, out_ids, sample_ids)
         return ScoreResult(sample_ids=ids,
                            scores=np.concatenate(scores) if scores else np.zeros(0),
                            unit_scores=maps or None, unit_targets=targets or None)
@@ -204,7 +197,7 @@ class RandomPixelScorer(BaseScorer):
             out_ids.append(np.asarray(ids, dtype=np.int64))
             maps.extend(_uniform_map(key, i, shape) for i in out_ids[-1])
             self._progress(len(maps), len(sample_ids), start, last)
-        ids = _check_order(task, out_ids, sample_ids)
+        ids = ids_in_order(task, out_ids, sample_ids)
         scores = np.array([m.mean(dtype=np.float64) for m in maps], dtype=np.float64)
         return ScoreResult(sample_ids=ids, scores=scores, unit_scores=maps or None)
 

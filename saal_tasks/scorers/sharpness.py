@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..registry import ENGINES, PERTURBATIONS, SCORERS
-from .base import BaseScorer, ScoreResult, check_reduction, reduce_units, to_numpy
+from .base import (BaseScorer, ScoreResult, check_reduction, ids_in_order, reduce_units,
+                   to_numpy)
 
 
 @SCORERS.register_module()
@@ -58,9 +59,7 @@ class SharpnessScorer(BaseScorer):
                     # Pseudo-labels per unit (pixels): region impurity is computed from them.
                     targets_out.extend(t.cpu().numpy() for t in targets)
             self._progress(sum(len(i) for i in out_ids), len(sample_ids), start, last)
-        ids = np.concatenate(out_ids) if out_ids else np.zeros(0, np.int64)
-        if not np.array_equal(ids, sample_ids):
-            raise RuntimeError(f'{type(task).__name__}.pool_batches changed the order of ids')
+        ids = ids_in_order(task, out_ids, sample_ids)
         return ScoreResult(
             sample_ids=ids,
             scores=np.concatenate(scores) if scores else np.zeros(0),

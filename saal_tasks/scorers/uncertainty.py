@@ -16,7 +16,7 @@ import torch
 
 from ..core.errors import ConfigError
 from ..registry import SCORERS
-from .base import BaseScorer, ScoreResult
+from .base import BaseScorer, ScoreResult, ids_in_order
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -61,9 +61,7 @@ class _BatchScorer(BaseScorer):
             for ids, inputs in task.pool_batches(sample_ids, self.batch_size):
                 out_ids.append(np.asarray(ids, dtype=np.int64))
                 scores.append(self._batch_scores(task, model, inputs).double().cpu().numpy())
-        ids = np.concatenate(out_ids) if out_ids else np.zeros(0, np.int64)
-        if not np.array_equal(ids, sample_ids):
-            raise RuntimeError(f'{type(task).__name__}.pool_batches changed the order of ids')
+        ids = ids_in_order(task, out_ids, sample_ids)
         return ScoreResult(sample_ids=ids,
                            scores=np.concatenate(scores) if scores else np.zeros(0))
 
