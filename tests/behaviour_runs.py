@@ -1,0 +1,155 @@
+"""Reference runs that pin the loop's behaviour across refactors.
+
+Each run is a real ``tools/train_al.py`` invocation on embedded or generated data; what it
+selected (ids and, for partial annotation, units, every round) and what it measured (metrics
+without timings) are summarised to one JSON-able dict. ``tests/data/behaviour.json`` holds the
+summaries recorded before the layered-architecture refactor; ``test_behaviour_preserved.py``
+runs them again and compares.
+
+Re-record only for an intended change of behaviour, and say so in the commit::
+
+    .venv/bin/python tests/behaviour_runs.py --record
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDING = Path(__file__).resolve().parent / 'data' / 'behaviour.json'
+
+# The digits demo shortened to 6 rounds (same protocol otherwise).
+DIGITS = ['configs/cls/saal_cnn_digits.py', '--cfg-options', 'al.num_rounds=6']
+# Pool-aware selectors (labeled set, candidates, embeddings) on the digits protocol.
+DIGITS_BASELINE = """
+_base_ = ['{root}/configs/cls/saal_cnn_digits.py']
+scorer = dict(_delete_=True, type='{scorer}')
+selector = dict(_delete_=True, type='{selector}')
+hooks = {hooks}
+al = dict(num_rounds=3)
+task = dict(epochs=10)
+"""
+# The detection demo on a small generated VOC pool: 2 rounds of 4 queries.
+DET = """
+_base_ = ['{root}/configs/det/ssd_tiny_voc_demo.py']
+task = dict(data_root='{data}/', train_dataloader=dict(batch_size=4),
+            test_dataloader=dict(batch_size=4), train_cfg=dict(max_epochs=2),
+            model=dict(test_cfg=dict(max_per_img=10)), pseudo_score_thr=0.0)
+al = dict(num_rounds=2, budget=4, initial_size=6)
+hooks = []
+"""
+# The segmentation demo (RI-SAAL, in-run schedule, regions) at 32x64: 2 selections.
+SEG = """
+_base_ = ['{root}/configs/seg/ri_saal_tiny_demo.py']
+task = dict(source=dict(data_root='{data}/synthia'), target=dict(data_root='{data}/cityscapes'),
+            val=dict(data_root='{data}/cityscapes'), source_size=(32, 64),
+            target_size=(32, 64), batch_size=2, target_batch_size=2, log_interval=1000)
+al = dict(round_iters=[20, 30, 40])
+hooks = []
+"""
+
+
+def summarise(work_dir: Path) -> dict[str, Any]:
+    """What a finished run selected and measured, round by round (timings left out)."""
+    rounds = []
+    for line in (work_dir / 'metrics.jsonl').read_text().splitlines():
+        record = json.loads(line)
+        entry = {'metrics': {k: v for k, v in sorted(record.items()) if not k.endswith('_s')}}
+        selected = work_dir / 'rounds' / f"round_{record['round']:03d}" / 'selected.json'
+        if selected.exists():
+            data = json.loads(selected.read_text())
+            entry['selected'] = data['sample_ids']
+            if 'units' in data:
+                entry['units'] = data['units']
+            if 'scores' in data:
+                entry['scores'] = data['scores']
+        rounds.append(entry)
+    pool = work_dir / 'rounds' / 'round_000' / 'annotations.json'
+    initial = sorted(int(k) for k in json.loads(pool.read_text()))
+    return {'initial': initial, 'rounds': rounds}
+
+
+def _train(args: list[str], work_dir: Path, threads: int = 1) -> Path:
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONPATH': str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train_al.py'), *args,
+                           '--work-dir', str(work_dir)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'train_al.py {args} failed ({proc.returncode}):\n'
+                           f'{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
+    return work_dir
+
+
+def run_digits(tmp: Path) -> dict[str, Any]:
+    return summarise(_train(DIGITS, tmp / 'digits'))
+
+
+def run_digits_baseline(tmp: Path, name: str, scorer: str, selector: str) -> dict[str, Any]:
+    cfg = tmp / f'{name}.py'
+    cfg.write_text(DIGITS_BASELINE.format(root=ROOT, scorer=scorer, selector=selector,
+                                          hooks=BASELINE_HOOKS))
+    return summarise(_train([str(cfg)], tmp / name))
+
+
+#: Hooks a pool-aware baseline config needs (none once selectors get the selection context).
+BASELINE_HOOKS = "[dict(type='PoolViewHook')]"
+
+
+def run_det(tmp: Path) -> dict[str, Any]:
+    from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo
+    data = tmp / 'voc'
+    write_voc_demo(data, splits=(DemoSplit('VOC2007', 'trainval', 12),
+                                 DemoSplit('VOC2007', 'test', 4, first_number=101),
+                                 DemoSplit('VOC2012', 'trainval', 6, id_prefix='2008_')),
+                   image_size=(64, 96), seed=0)
+    cfg = tmp / 'det.py'
+    cfg.write_text(DET.format(root=ROOT, data=data))
+    return summarise(_train([str(cfg)], tmp / 'det'))
+
+
+def run_seg(tmp: Path) -> dict[str, Any]:
+    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
+    data = tmp / 'seg'
+    write_seg_demo(data, num_source=12, num_target_train=6, num_target_val=4, size=(32, 64),
+                   seed=0)
+    cfg = tmp / 'seg.py'
+    cfg.write_text(SEG.format(root=ROOT, data=data))
+    return summarise(_train([str(cfg)], tmp / 'seg_run'))
+
+
+RUNS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    'digits': run_digits,
+    'digits_badge': lambda tmp: run_digits_baseline(tmp, 'digits_badge', 'GradientNormScorer',
+                                                    'BADGESelector'),
+    'digits_coreset': lambda tmp: run_digits_baseline(tmp, 'digits_coreset', 'RandomScorer',
+                                                      'KCenterGreedySelector'),
+    'digits_probcover': lambda tmp: run_digits_baseline(tmp, 'digits_probcover',
+                                                        'RandomScorer', 'ProbCoverSelector'),
+    'det': run_det,
+    'seg': run_seg,
+}
+
+
+def main() -> None:
+    import tempfile
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--record', action='store_true', help='write the recording')
+    parser.add_argument('--only', nargs='*', default=list(RUNS))
+    args = parser.parse_args()
+    results = json.loads(RECORDING.read_text()) if RECORDING.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            results[name] = RUNS[name](Path(tmp))
+            print(name, json.dumps(results[name])[:200])
+    if args.record:
+        RECORDING.parent.mkdir(parents=True, exist_ok=True)
+        RECORDING.write_text(json.dumps(results, indent=1, sort_keys=True) + '\n')
+
+
+if __name__ == '__main__':
+    main()
