@@ -6,7 +6,7 @@ STAMP := $(VENV)/.saal_tasks_installed
 # The OpenMMLab stack (mmdet, mmseg, mmcv): see the detection section at the end.
 DET_STAMP := $(VENV)/.saal_tasks_openmmlab_installed
 
-.PHONY: setup demo test setup-det demo-det demo-seg mmcv-full
+.PHONY: setup demo test lint setup-det demo-det demo-seg mmcv-full
 
 setup: $(STAMP)
 
@@ -24,13 +24,18 @@ demo: $(STAMP)
 	$(PY) tools/train_al.py configs/cls/saal_cnn_digits.py \
 		--work-dir work_dirs/saal_cnn_digits/$$(date +%Y%m%d_%H%M%S)
 
-test: $(STAMP) $(DET_STAMP)
+test: lint $(DET_STAMP)
 	$(PY) -m pytest
+
+# ruff on the package, mypy on the contracts and the engine (setup.cfg, ruff.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check saal_tasks
+	$(VENV)/bin/mypy
 
 # ---------------------------------------------------------------- detection (mmdet 3.3.0)
 # mmcv 2.1.0 with compiled ops, only from a local wheel cache beside the checkout (shared/);
 # used when it installs and `import mmcv.ops` works. Otherwise mmcv-lite, and SSD's NMS comes
-# from torchvision (saal_tasks/mmcv_ops_fallback.py). `make mmcv-full` builds the real one.
+# from torchvision (saal_tasks/compat/mmcv_ops.py). `make mmcv-full` builds the real one.
 MMCV_WHEEL ?= $(firstword $(wildcard ../shared/wheels/mmcv-2.1.0-*.whl))
 MMCV_LITE := $(shell grep '^mmcv-lite' requirements/detection.txt)
 DEMO_VOC := data/voc_demo/VOCdevkit
@@ -48,7 +53,7 @@ $(DET_STAMP): $(STAMP) requirements/detection.txt requirements/segmentation.txt
 	else \
 	    $(PIP) uninstall --quiet --yes mmcv >/dev/null 2>&1; \
 	    $(PIP) install --quiet '$(MMCV_LITE)' && \
-	    echo "mmcv: $(MMCV_LITE); SSD's NMS from torchvision (saal_tasks/mmcv_ops_fallback.py)"; \
+	    echo "mmcv: $(MMCV_LITE); SSD's NMS from torchvision (saal_tasks/compat/mmcv_ops.py)"; \
 	fi
 	touch $(DET_STAMP)
 

@@ -20,6 +20,7 @@ setup(
     long_description=(HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['saal_tasks', 'saal_tasks.*']),
+    package_data={'saal_tasks': ['py.typed']},
     python_requires='>=3.10',
     install_requires=requirements('runtime'),
     extras_require={name: requirements(name) for name in ('tests', 'detection', 'segmentation')},

@@ -43,7 +43,6 @@ import numpy as np
 import torch
 
 # The perturbation module first: it imports the core package before the scorers package.
-from saal_tasks.core.perturbation import Perturbation  # noqa: F401  (import order)
 from saal_tasks.registry import PERTURBATIONS, TASKS
 from saal_tasks.scorers import SharpnessScorer
 

@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     MMLogger.get_instance('bench_detection', log_level='WARNING')
-    from saal_tasks.mmcv_ops_fallback import active_path
+    from saal_tasks.compat.mmcv_ops import active_path
     from saal_tasks.registry import SCORERS, TASKS
-    from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo
+    from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo
 
     tmp = Path(tempfile.mkdtemp(prefix='bench_det_'))
     n = args.images + 1  # one warm-up image

@@ -27,36 +27,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _setup(engine: str, width: int):
-    from saal_tasks.core.loop import ActiveLearningLoop
-    from saal_tasks.oracles import SimulatedOracle
+    """A trained digits model and its task, and the scorer to time."""
     from saal_tasks.registry import TASKS
     from saal_tasks.scorers import SharpnessScorer
-    from saal_tasks.selectors import TopKSelector
     task = TASKS.build(dict(type='ClassificationTask', dataset=dict(type='DigitsData'),
                             model=dict(type='SmallCNN', width=width),
                             optimizer=dict(type='Adam', lr=1e-3), epochs=10, log_interval=1000))
     ids = np.arange(200)
     task.set_annotations(task.ground_truth(ids))
     model = task.train(task.build_model(seed=0), ids, seed=0)
-    scorer = SharpnessScorer(engine=dict(type=engine), log_interval=10**9)
-    loop = ActiveLearningLoop(task, scorer, TopKSelector(), SimulatedOracle(),
-                              work_dir=tempfile.mkdtemp(), num_rounds=1, budget=1,
-                              initial_size=1)
-    loop.model = model
-    return loop
+    return task, model, SharpnessScorer(engine=dict(type=engine), log_interval=10**9), ids
 
 
 def _worker(rank, world, port, args, out):
     torch.set_num_threads(max(1, args.threads // world))
-    loop = _setup(args.engine, args.width)
+    from saal_tasks.engine.sharded import ShardedScoring
+    task, model, scorer, labeled = _setup(args.engine, args.width)
+    scoring = ShardedScoring(scorer, rank, world)
     if world > 1:
         os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
         torch_dist.init_process_group('gloo', rank=rank, world_size=world)
-        loop.rank, loop.world_size = rank, world
         torch_dist.barrier()
     candidates = np.arange(300, 300 + args.pool)
     start = time.perf_counter()
-    result = loop._score_sharded(candidates, np.random.default_rng(0))
+    result = scoring.score(task, model, candidates, np.random.default_rng(0), labeled)
     seconds = time.perf_counter() - start
     if rank == 0:
         np.save(Path(out) / f'scores_{world}.npy', result.scores)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from saal_tasks.registry import DATASETS
-from saal_tasks.tasks.classification.datasets import ClassificationData
+from saal_tasks.tasks.classification.data import ClassificationData
 
 
 def _smooth(rng: np.random.Generator, n: int, channels: int, size: int) -> torch.Tensor:

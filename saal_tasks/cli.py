@@ -1,12 +1,13 @@
 """What the command-line tools share: reading a config with overrides, one-line errors."""
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
 import sys
 from typing import Callable
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from .core.errors import ConfigError, UserError
 from .core.pool_state import PoolStateMismatchError
@@ -14,6 +15,28 @@ from .core.pool_state import PoolStateMismatchError
 #: Errors that mean "the input is wrong", reported as one line (set SAAL_DEBUG=1 for the
 #: traceback). Anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, PoolStateMismatchError, FileNotFoundError)
+
+
+def parse_cfg_options(items: list[str] | None) -> dict:
+    """``--cfg-options KEY=VALUE ...`` as the dict mmengine's ``DictAction`` makes of them.
+
+    Values are parsed by ``DictAction`` (ints, floats, bools, ``None``, lists ``a,b`` and
+    ``[a,(b,c)]``); the last of repeated keys wins.
+
+    Raises:
+        ConfigError: An item has no ``=`` or an empty key.
+    """
+    for item in items or []:
+        key, sep, _ = item.partition('=')
+        if not sep:
+            raise ConfigError(f"--cfg-options item {item!r} has no '=': write KEY=VALUE, e.g. "
+                              f'{item or "al.num_rounds"}=5')
+        if not key.strip():
+            raise ConfigError(f'--cfg-options item {item!r} has an empty key: write KEY=VALUE, '
+                              'e.g. al.num_rounds=5')
+    namespace = argparse.Namespace(cfg_options=None)
+    DictAction([], 'cfg_options')(None, namespace, list(items or []))
+    return dict(namespace.cfg_options or {})
 
 
 def load_config(path: str, *, work_dir: str | None = None, cfg_options: dict | None = None,
@@ -33,7 +56,10 @@ def load_config(path: str, *, work_dir: str | None = None, cfg_options: dict | N
     except (SyntaxError, ImportError, KeyError, ValueError, TypeError) as err:
         raise ConfigError(f'cannot read config {path}: {err}') from None
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ConfigError(f'cannot apply --cfg-options {cfg_options}: {err}') from None
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

@@ -12,7 +12,7 @@ from mmengine.registry import Registry
 TASKS = Registry('task', scope='saal_tasks', locations=['saal_tasks.tasks'])
 #: Acquisition scorers: one score per unit (image, box or pixel).
 SCORERS = Registry('scorer', scope='saal_tasks',
-                   locations=['saal_tasks.scorers', 'saal_tasks.strategies'])
+                   locations=['saal_tasks.scorers'])
 #: Weight perturbations (SAM with dual norm q, ASAM) used by the sharpness scorer.
 PERTURBATIONS = Registry(
     'perturbation', scope='saal_tasks', locations=['saal_tasks.core.perturbation'])
@@ -24,21 +24,27 @@ SELECTORS = Registry('selector', scope='saal_tasks', locations=['saal_tasks.sele
 ORACLES = Registry('oracle', scope='saal_tasks', locations=['saal_tasks.oracles'])
 #: Hooks called by the active-learning loop at fixed points of each round.
 AL_HOOKS = Registry('al_hook', scope='saal_tasks',
-                    locations=['saal_tasks.hooks', 'saal_tasks.strategies'])
+                    locations=['saal_tasks.hooks'])
 #: Networks built by task adapters (classification backbones and heads).
 MODELS = Registry('model', scope='saal_tasks',
-                  locations=['saal_tasks.tasks.classification', 'saal_tasks.strategies'])
+                  locations=['saal_tasks.tasks.classification', 'saal_tasks.scorers'])
 #: Dataset builders used by task adapters.
 DATASETS = Registry(
     'dataset', scope='saal_tasks', locations=['saal_tasks.tasks.classification'])
 #: Optimizers: our SAM plus every torch optimizer through mmengine's registry (the parent).
 OPTIMIZERS = Registry(
     'optimizer', parent=MMENGINE_OPTIMIZERS, scope='saal_tasks', locations=['saal_tasks.optim'])
+#: Training schedules of the loop (retrain from scratch, continue, in-run selection).
+SCHEDULES = Registry('schedule', scope='saal_tasks', locations=['saal_tasks.engine.schedules'])
+#: How the initial labeled set is drawn (class-balanced, random).
+INITIAL_SETS = Registry(
+    'initial_set', scope='saal_tasks', locations=['saal_tasks.engine.initial_sets'])
 #: Training extensions: auxiliary modules and losses added to a task's training (LL4AL).
 TRAIN_EXTENSIONS = Registry(
-    'train_extension', scope='saal_tasks', locations=['saal_tasks.strategies'])
+    'train_extension', scope='saal_tasks', locations=['saal_tasks.scorers'])
 #: Sample embeddings for diversity selectors (model features, raw inputs, precomputed files).
-EMBEDDINGS = Registry('embedding', scope='saal_tasks', locations=['saal_tasks.strategies'])
+EMBEDDINGS = Registry('embedding', scope='saal_tasks', locations=['saal_tasks.selectors'])
 
-__all__ = ['TASKS', 'SCORERS', 'PERTURBATIONS', 'ENGINES', 'SELECTORS', 'ORACLES', 'AL_HOOKS', 'MODELS', 'DATASETS',
-           'OPTIMIZERS', 'TRAIN_EXTENSIONS', 'EMBEDDINGS']
+__all__ = ['TASKS', 'SCORERS', 'PERTURBATIONS', 'ENGINES', 'SELECTORS', 'ORACLES', 'AL_HOOKS',
+           'MODELS', 'DATASETS', 'OPTIMIZERS', 'TRAIN_EXTENSIONS', 'EMBEDDINGS', 'SCHEDULES',
+           'INITIAL_SETS']

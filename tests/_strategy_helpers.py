@@ -29,6 +29,21 @@ class PointsTask:
         return model(inputs)
 
 
+class PoolOf:
+    """A task whose pool (``sample_ids``) is restricted to ``ids``; everything else, batches of
+    any id included, is the wrapped task's."""
+
+    def __init__(self, task, ids) -> None:
+        self._task = task
+        self._ids = np.unique(np.asarray(ids, dtype=np.int64))
+
+    def sample_ids(self) -> np.ndarray:
+        return self._ids
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+
 class Identity(nn.Module):
     def forward(self, x):
         return x

@@ -30,7 +30,7 @@ DIGITS_BASELINE = """
 _base_ = ['{root}/configs/cls/saal_cnn_digits.py']
 scorer = dict(_delete_=True, type='{scorer}')
 selector = dict(_delete_=True, type='{selector}')
-hooks = {hooks}
+hooks = []
 al = dict(num_rounds=3)
 task = dict(epochs=10)
 """
@@ -49,7 +49,7 @@ _base_ = ['{root}/configs/seg/ri_saal_tiny_demo.py']
 task = dict(source=dict(data_root='{data}/synthia'), target=dict(data_root='{data}/cityscapes'),
             val=dict(data_root='{data}/cityscapes'), source_size=(32, 64),
             target_size=(32, 64), batch_size=2, target_batch_size=2, log_interval=1000)
-al = dict(round_iters=[20, 30, 40])
+al = dict(schedule=dict(round_iters=[20, 30, 40]))
 hooks = []
 """
 
@@ -91,17 +91,12 @@ def run_digits(tmp: Path) -> dict[str, Any]:
 
 def run_digits_baseline(tmp: Path, name: str, scorer: str, selector: str) -> dict[str, Any]:
     cfg = tmp / f'{name}.py'
-    cfg.write_text(DIGITS_BASELINE.format(root=ROOT, scorer=scorer, selector=selector,
-                                          hooks=BASELINE_HOOKS))
+    cfg.write_text(DIGITS_BASELINE.format(root=ROOT, scorer=scorer, selector=selector))
     return summarise(_train([str(cfg)], tmp / name))
 
 
-#: Hooks a pool-aware baseline config needs (none once selectors get the selection context).
-BASELINE_HOOKS = "[dict(type='PoolViewHook')]"
-
-
 def run_det(tmp: Path) -> dict[str, Any]:
-    from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo
+    from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo
     data = tmp / 'voc'
     write_voc_demo(data, splits=(DemoSplit('VOC2007', 'trainval', 12),
                                  DemoSplit('VOC2007', 'test', 4, first_number=101),
@@ -113,7 +108,7 @@ def run_det(tmp: Path) -> dict[str, Any]:
 
 
 def run_seg(tmp: Path) -> dict[str, Any]:
-    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
+    from saal_tasks.tasks.segmentation.demo import write_seg_demo
     data = tmp / 'seg'
     write_seg_demo(data, num_source=12, num_target_train=6, num_target_val=4, size=(32, 64),
                    seed=0)

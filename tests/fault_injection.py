@@ -117,16 +117,16 @@ def count_calls(owner: Any, names: tuple[str, ...], k: int, n_inner: int, inner_
 
 
 def _die_after_select(k: int) -> None:
-    from saal_tasks.core.loop import ActiveLearningLoop
-    original_select, calls = ActiveLearningLoop._select, [0]
+    from saal_tasks.engine.stages import SelectStage
+    original_select, calls = SelectStage.run, [0]
 
-    def select_then_die(self, ctx):
-        original_select(self, ctx)
+    def select_then_die(self, loop, rnd):
+        original_select(self, loop, rnd)
         calls[0] += 1
         if calls[0] == k:
             _die()
 
-    ActiveLearningLoop._select = select_then_die
+    SelectStage.run = select_then_die
 
 
 def _die_while_writing(suffix: str, n: int) -> None:
@@ -153,7 +153,7 @@ def install(spec: str) -> None:
             names = tuple(m for m in TRAIN_METHODS if hasattr(task_cls, m))
             count_calls(task_cls, names, int(args[0]), int(args[1]), inner_owner, inner_name)
         else:
-            from saal_tasks.scorers.base import BaseScorer
+            from saal_tasks.core.scorer import BaseScorer
             count_calls(BaseScorer, ('score',), int(args[0]), int(args[1]), task_cls,
                         'loss_per_unit')
     elif point == 'select':

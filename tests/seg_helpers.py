@@ -15,7 +15,7 @@ SIZE = (32, 64)
 
 def write_tiny_seg_data(root: Path) -> Path:
     """Write the tiny demo data into ``root`` and return it."""
-    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
+    from saal_tasks.tasks.segmentation.demo import write_seg_demo
     write_seg_demo(root, num_source=12, num_target_train=6, num_target_val=4, size=SIZE,
                    seed=3)
     return root
@@ -31,7 +31,7 @@ def tiny_seg_cfg(demo_root: Path, work_dir: Path) -> Config:
         'task.val.data_root': str(demo_root / 'cityscapes'),
         'task.source_size': SIZE, 'task.target_size': SIZE,
         'task.batch_size': 2, 'task.target_batch_size': 2, 'task.log_interval': 1000,
-        'al.round_iters': [6, 9, 12],
+        'al.schedule.round_iters': [6, 9, 12],
         'hooks': [],
     })
     return cfg

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from saal_tasks.benchmark import (SweepError, aubc, cell_config, cell_status, penalty_matrix,
                                   plan_cells, run_sweep, summarize, write_report)
 from saal_tasks.benchmark.metrics import load_curve
-from saal_tasks.core.loop import config_hash
+from saal_tasks.engine import config_hash
 from saal_tasks.hooks import ALHook
 from saal_tasks.registry import AL_HOOKS
 

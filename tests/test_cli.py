@@ -38,7 +38,7 @@ def test_demo_config_runs_and_resumes(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
-    (['--cfg-options', 'scorer.type=SharpnesScorer'], "'SharpnesScorer' is not a registered scorer; registered: "),
+    (['--cfg-options', 'scorer.type=SharpnesScorer'], "'SharpnesScorer' is not a registered scorer; did you mean 'SharpnessScorer'? registered: "),
     (['--cfg-options', 'al.num_rounds=1000'], 'lower al.num_rounds or al.budget'),
     (['--cfg-options', 'al.budget=5000'], 'must be >= budget'),
     (['--resume'], 'nothing to resume'),

@@ -1,4 +1,4 @@
-"""Tests of the classification dataset builders (saal_tasks.tasks.classification.datasets)."""
+"""Tests of the classification dataset builders (saal_tasks.tasks.classification.data)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from saal_tasks.registry import DATASETS
-from saal_tasks.tasks.classification.datasets import (ClassificationData, DatasetNotFoundError,
+from saal_tasks.tasks.classification.data import (ClassificationData, DatasetNotFoundError,
                                                       DigitsData)
 
 

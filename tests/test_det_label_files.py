@@ -19,10 +19,10 @@ pytest.importorskip('mmdet')
 from mmengine.config import Config  # noqa: E402
 
 from saal_tasks.core.errors import AnnotationError, ConfigError  # noqa: E402
-from saal_tasks.core.loop import ActiveLearningLoop  # noqa: E402
+from saal_tasks.engine import ActiveLearningLoop  # noqa: E402
 from saal_tasks.tasks.detection.label_files import (QUERY_COCO, from_coco_box,  # noqa: E402
                                                     sample_id_of, to_coco_box)
-from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo  # noqa: E402
+from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo  # noqa: E402
 from test_detection import tiny_cfg  # noqa: E402
 
 SPLITS = (DemoSplit('VOC2007', 'trainval', 6), DemoSplit('VOC2007', 'test', 4, first_number=101),
@@ -49,7 +49,7 @@ def make_cfg(voc_root: Path, work_dir: Path, oracle: str = 'FileOracle') -> Conf
     cfg.oracle = dict(type=oracle)
     cfg.hooks = []
     cfg.al = dict(num_rounds=1, budget=3, subset_size=None, initial_size=4,
-                  initial_strategy='random', train_mode='scratch')
+                  initial_set=dict(type='RandomInitialSet'), schedule=dict(type='ScratchSchedule'))
     cfg.work_dir = str(work_dir)
     return cfg
 

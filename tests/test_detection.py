@@ -26,11 +26,12 @@ from mmengine.structures import InstanceData  # noqa: E402
 
 from saal_tasks.core.errors import AnnotationError  # noqa: E402
 from saal_tasks.registry import SCORERS, TASKS  # noqa: E402
-from saal_tasks.tasks.detection.ssd_units import anchor_cells  # noqa: E402
-from saal_tasks.tasks.detection.ssd_units import box_classification_losses  # noqa: E402
-from saal_tasks.tasks.detection.ssd_units import head_forward  # noqa: E402
-from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo  # noqa: E402
-from saal_tasks.tasks.detection.voc_pool import LabeledSubset, encode_sample_id  # noqa: E402
+from saal_tasks.tasks.detection.losses import anchor_cells  # noqa: E402
+from saal_tasks.tasks.detection.losses import box_classification_losses  # noqa: E402
+from saal_tasks.tasks.detection.losses import head_forward  # noqa: E402
+from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo  # noqa: E402
+from saal_tasks.tasks.detection.data import LabeledSubset, encode_sample_id  # noqa: E402
+from saal_tasks.tasks.detection.data import labeled_loader_cfg  # noqa: E402
 
 from conftest import bit_identical, snapshot  # noqa: E402
 
@@ -367,8 +368,8 @@ def test_badge_embedding_is_the_box_gradient_of_a_linear_classifier(voc_root, mo
 
 
 def test_badge_baseline_runs_on_the_detection_task(task, model):
+    from saal_tasks.core.selection import SelectionContext
     from saal_tasks.registry import SELECTORS
-    from saal_tasks.strategies.context import FixedPoolView
 
     ids = task.sample_ids()
     candidates = ids[4:12]
@@ -377,10 +378,12 @@ def test_badge_baseline_runs_on_the_detection_task(task, model):
     norms = task.gradient_embedding(model, first_batch(task, candidates)).norm(dim=1)
     assert np.allclose(result.scores, norms.double().numpy(), rtol=1e-5)
     selector = SELECTORS.build(dict(type='BADGESelector', batch_size=4))
-    selector.bind(FixedPoolView(task, model, ids[:4], ids[4:], candidates))
-    picked = selector.select(result.scores, 3, np.random.default_rng(0))
-    assert len(set(picked.tolist())) == 3
-    assert picked[0] == int(np.argmax(result.scores))  # BADGE starts at the largest norm
+    picked = selector.select(SelectionContext(
+        candidate_ids=candidates, scores=result.scores, labeled_ids=ids[:4], budget=3,
+        rng=np.random.default_rng(0), task=task, model=model)).sample_ids
+    assert len(set(picked.tolist())) == 3 and set(picked.tolist()) <= set(candidates.tolist())
+    # BADGE starts at the largest norm.
+    assert picked[0] == candidates[int(np.argmax(result.scores))]
 
 
 # ---------------------------------------------------------------------------- mmcv ops
@@ -407,7 +410,7 @@ def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float, offset:
 
 @pytest.mark.parametrize('offset', [0, 1])
 def test_torchvision_nms_matches_the_nms_definition_and_mmcv(offset):
-    from saal_tasks.mmcv_ops_fallback import torchvision_nms
+    from saal_tasks.compat.mmcv_ops import torchvision_nms
 
     gen = torch.Generator().manual_seed(offset)
     xy = torch.rand(60, 2, generator=gen) * 40
@@ -421,7 +424,7 @@ def test_torchvision_nms_matches_the_nms_definition_and_mmcv(offset):
 
 
 def test_fallback_ops_report_unsupported_ops_in_one_line():
-    from saal_tasks.mmcv_ops_fallback import _FallbackExt
+    from saal_tasks.compat.mmcv_ops import _FallbackExt
 
     with pytest.raises(RuntimeError, match="'roi_align_forward' needs mmcv's compiled ops"):
         _FallbackExt().roi_align_forward()
@@ -434,7 +437,7 @@ def test_forced_torchvision_fallback_gives_the_same_detections(task, model, tmp_
     script = f'''
 import json, sys, numpy as np, torch
 sys.path.insert(0, {str(ROOT)!r})
-from saal_tasks.mmcv_ops_fallback import ensure_mmcv_ops, active_path
+from saal_tasks.compat.mmcv_ops import ensure_mmcv_ops, active_path
 ensure_mmcv_ops()
 from mmengine.config import Config
 from saal_tasks.registry import TASKS
@@ -466,7 +469,7 @@ print(json.dumps(dict(path=active_path(), boxes=[d.bboxes.tolist() for d in dets
 def test_runner_checkpoints_load_with_safe_loading_still_on(task, tmp_path):
     from mmengine.runner import Runner
 
-    from saal_tasks.tasks.detection.runtime import (isolated_runner_globals,
+    from saal_tasks.compat.mmengine_runtime import (isolated_runner_globals,
                                                     load_checkpoint_weights,
                                                     preserved_global_rng)
 
@@ -475,7 +478,9 @@ def test_runner_checkpoints_load_with_safe_loading_still_on(task, tmp_path):
     model = task.build_model(seed=1)
     with preserved_global_rng(), isolated_runner_globals():
         runner = Runner(model=model, work_dir=str(tmp_path),
-                        train_dataloader=task._train_loader(ids, 0),
+                        train_dataloader=labeled_loader_cfg(
+                            task.train_loader_cfg,
+                            LabeledSubset(task.pool, ids, task._annotations), 0),
                         optim_wrapper=task.optim_wrapper_cfg, train_cfg=task.train_cfg,
                         default_scope='mmdet', randomness=dict(seed=0), log_level='WARNING',
                         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)))
@@ -494,11 +499,11 @@ def test_runner_checkpoints_load_with_safe_loading_still_on(task, tmp_path):
 # ---------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_one_active_learning_round_end_to_end_with_map(voc_root, tmp_path):
-    from saal_tasks.core.loop import ActiveLearningLoop
+    from saal_tasks.engine import ActiveLearningLoop
 
     cfg = tiny_cfg(voc_root, pseudo_score_thr=0.0)
     cfg.al = dict(num_rounds=1, budget=4, subset_size=None, initial_size=4,
-                  initial_strategy='random', train_mode='scratch')
+                  initial_set=dict(type='RandomInitialSet'), schedule=dict(type='ScratchSchedule'))
     cfg.work_dir = str(tmp_path / 'run')
     logger = MMLogger.get_instance('test_detection_e2e')
     np_state = np.random.get_state()[1].copy()
@@ -545,7 +550,7 @@ def test_paper_configs_hold_the_paper_protocol():
         cfg = Config.fromfile(str(ROOT / 'configs' / 'det' / f'ssd_voc_{name}.py'))
         assert cfg.scorer.type == scorer
         assert (cfg.al.initial_size, cfg.al.num_rounds, cfg.al.budget) == (1000, 9, 1000)
-        assert cfg.al.initial_strategy == 'random' and cfg.al.subset_size is None
+        assert cfg.al.initial_set.type == 'RandomInitialSet' and cfg.al.subset_size is None
         assert cfg.task.train_cfg.max_epochs == 300
         assert cfg.task.train_dataloader.batch_size == 32
         assert cfg.task.model.backbone.type == 'SSDVGG'
@@ -558,4 +563,4 @@ def test_paper_configs_hold_the_paper_protocol():
         assert cfg.task.test_evaluator.eval_mode == '11points'
         assert '://' not in cfg.task.model.backbone.init_cfg.checkpoint
     assert cfg.selector.type == 'BADGESelector'
-    assert dict(type='PoolViewHook') in cfg.hooks
+    assert not any(h.type == 'PoolViewHook' for h in cfg.get('hooks', []))

@@ -34,7 +34,7 @@ def _train(rank: int, world: int, port: int, voc_root: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_ranks_train_one_ssd(tmp_path):
-    from saal_tasks.tasks.detection.voc_demo import write_voc_demo
+    from saal_tasks.tasks.detection.demo import write_voc_demo
     from test_detection import SPLITS
     root = tmp_path / 'VOCdevkit'
     write_voc_demo(root, splits=SPLITS, image_size=(96, 128), seed=3)

@@ -13,7 +13,7 @@ import torch
 from saal_tasks.core.errors import ConfigError
 from saal_tasks.core.pool_state import PoolState
 from saal_tasks.hooks import SharpnessDiagnosticsHook
-from saal_tasks.oracles.simulated import SimulatedOracle
+from saal_tasks.oracles import FileOracle, SimulatedOracle
 from saal_tasks.registry import AL_HOOKS
 from saal_tasks.scorers import SharpnessScorer
 
@@ -97,7 +97,7 @@ def test_hook_writes_round_outputs(tmp_path):
 
 
 def test_hook_without_ground_truth_skips_truth_quantities(tmp_path):
-    loop = _loop(tmp_path, oracle=None)
+    loop = _loop(tmp_path, oracle=FileOracle())  # people answer: no ground truth
     hook = SharpnessDiagnosticsHook(decomposition=False, plot=False, final_round=False)
     _run_hook(loop, hook, np.arange(10, 20))
     r1 = json.loads((tmp_path / 'diagnostics' / 'round_001.json').read_text())

@@ -21,10 +21,8 @@ OVERRIDES = ['al.num_rounds=2', 'al.budget=10', 'al.subset_size=200', 'task.epoc
 def _sharded_scores(rank, world, port, out):
     torch.set_num_threads(1)
     from conftest import make_task
-    from saal_tasks.core.loop import ActiveLearningLoop
-    from saal_tasks.oracles import SimulatedOracle
+    from saal_tasks.engine.sharded import ShardedScoring
     from saal_tasks.scorers import SharpnessScorer
-    from saal_tasks.selectors import TopKSelector
     task = make_task()
     ids = np.arange(300)
     task.set_annotations(task.ground_truth(ids))
@@ -33,12 +31,8 @@ def _sharded_scores(rank, world, port, out):
     model = task.train(task.build_model(seed=0), ids, seed=0)
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch_dist.init_process_group('gloo', rank=rank, world_size=world)
-    loop = ActiveLearningLoop(task, SharpnessScorer(engine=dict(type='ReferenceEngine')),
-                              TopKSelector(), SimulatedOracle(), work_dir=out, num_rounds=1,
-                              budget=5, initial_size=10)
-    loop.rank, loop.world_size = rank, world
-    loop.model = model
-    result = loop._score_sharded(np.arange(400, 457), np.random.default_rng(0))
+    scoring = ShardedScoring(SharpnessScorer(engine=dict(type='ReferenceEngine')), rank, world)
+    result = scoring.score(task, model, np.arange(400, 457), np.random.default_rng(0), ids)
     if rank == 0:
         np.savez(Path(out) / f'scores_{world}.npz', ids=result.sample_ids, scores=result.scores)
     torch_dist.destroy_process_group()

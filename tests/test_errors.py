@@ -10,30 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmengine.config import Config
 from PIL import Image
 
 from saal_tasks.core.errors import (AnnotationError, ConfigError, ResumeError, ScoreError,
                                     StateCorruptedError, WorkDirError)
-from saal_tasks.core.loop import ActiveLearningLoop
+from saal_tasks.engine import ActiveLearningLoop
 from saal_tasks.core.pool_state import PoolStateMismatchError
 from saal_tasks.oracles import BaseOracle
 from saal_tasks.registry import ORACLES, SCORERS
-from saal_tasks.scorers.base import BaseScorer, ScoreResult
-from saal_tasks.tasks.classification.datasets import DatasetNotFoundError
+from saal_tasks.core.scorer import BaseScorer, ScoreResult
+from saal_tasks.tasks.classification.data import DatasetNotFoundError
+
+from conftest import digits_loop_cfg
 
 
 def make_cfg(work_dir, dataset=None, **al):
-    cfg = dict(
-        task=dict(type='ClassificationTask', dataset=dataset or dict(type='DigitsData'),
-                  model=dict(type='SmallCNN', width=4), optimizer=dict(type='Adam', lr=1e-2),
-                  epochs=1, batch_size=32, log_interval=1000),
-        scorer=dict(type='SharpnessScorer', engine=dict(type='VectorizedEngine', chunk_size=50)),
-        selector=dict(type='TopKSelector'), oracle=dict(type='SimulatedOracle'), hooks=[],
-        al=dict(num_rounds=1, budget=5, subset_size=50, initial_size=20), seed=0,
-        work_dir=str(work_dir))
-    cfg['al'].update(al)
-    return Config(cfg)
+    """One round of 5 from 50 scored, 1 epoch; ``dataset`` replaces the digits."""
+    return digits_loop_cfg(work_dir,
+                           task=dict(epochs=1, dataset=dataset or dict(type='DigitsData')),
+                           al=dict(dict(num_rounds=1, subset_size=50), **al))
 
 
 def run(cfg, **kwargs):
@@ -170,7 +165,8 @@ def test_08_unknown_component_lists_registered(tmp_path, field, name, registry):
     with pytest.raises(ConfigError) as info:
         ActiveLearningLoop.from_cfg(cfg)
     text = one_line(info.value)
-    assert f'{field}.type={name!r} is not a registered {registry}; registered: ' in text
+    assert f'{field}.type={name!r} is not a registered {registry}; ' in text
+    assert 'registered: ' in text
     assert {'scorer': 'SharpnessScorer', 'selector': 'TopKSelector',
             'task': 'ClassificationTask', 'oracle': 'SimulatedOracle'}[field] in text
 
@@ -188,7 +184,7 @@ def test_09_invalid_rho(tmp_path, rho):
 class _NaNScorer(BaseScorer):
     """Test scorer: NaN for every third candidate."""
 
-    def _score(self, task, model, sample_ids, rng):
+    def _score(self, task, model, sample_ids, rng, labeled_ids):
         scores = np.arange(len(sample_ids), dtype=float)
         scores[::3] = np.nan
         scores[1] = np.inf
@@ -214,15 +210,17 @@ def test_11_subset_size_zero(tmp_path):
 
 
 def test_12_unknown_loop_option(tmp_path):
-    with pytest.raises(ConfigError, match='al.budgett is not an option; valid al options: ') \
+    with pytest.raises(ConfigError, match=r'al.budgett is not an option of ActiveLearningLoop \(did you mean budget\?\); options: ') \
             as info:
         ActiveLearningLoop.from_cfg(make_cfg(tmp_path, budgett=3))
     assert 'budget' in one_line(info.value)
 
 
 @pytest.mark.parametrize('key, value, message', [
-    ('initial_strategy', 'stratified', "al.initial_strategy must be 'balanced' or 'random'"),
-    ('train_mode', 'finetune', "al.train_mode must be 'scratch', 'continue' or 'in_run'"),
+    ('initial_set', dict(type='StratifiedInitialSet'),
+     "al.initial_set.type='StratifiedInitialSet' is not a registered initial_set"),
+    ('schedule', dict(type='FinetuneSchedule'),
+     "al.schedule.type='FinetuneSchedule' is not a registered schedule"),
     ('budget', 0, 'al.budget must be an integer >= 1'),
 ])
 def test_13_invalid_loop_values(tmp_path, key, value, message):

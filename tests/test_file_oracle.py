@@ -7,23 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmengine.config import Config
 
 from saal_tasks.core.errors import AnnotationError, ConfigError
-from saal_tasks.core.loop import ActiveLearningLoop
+from saal_tasks.engine import ActiveLearningLoop
+
+from conftest import digits_loop_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_cfg(work_dir, oracle='FileOracle'):
-    return Config(dict(
-        task=dict(type='ClassificationTask', dataset=dict(type='DigitsData'),
-                  model=dict(type='SmallCNN', width=4), optimizer=dict(type='Adam', lr=1e-2),
-                  epochs=2, batch_size=32, log_interval=1000),
-        scorer=dict(type='SharpnessScorer', engine=dict(type='VectorizedEngine', chunk_size=50)),
-        selector=dict(type='TopKSelector'), oracle=dict(type=oracle), hooks=[],
-        al=dict(num_rounds=2, budget=4, subset_size=40, initial_size=10), seed=1,
-        work_dir=str(work_dir)))
+    """2 rounds of 4 from 40 scored after 10 initial labels, answered by ``oracle``."""
+    return digits_loop_cfg(work_dir, oracle=dict(type=oracle), seed=1,
+                           al=dict(budget=4, initial_size=10))
 
 
 def query_ids(folder: Path) -> list[int]:

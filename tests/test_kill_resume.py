@@ -18,7 +18,7 @@ custom_imports = dict(imports=['fault_injection'], allow_failed_imports=False)
 task = dict(model=dict(width=4), optimizer=dict(lr=1e-2), epochs=10, batch_size=16,
             log_interval=1000)
 scorer = dict(engine=dict(chunk_size=10), log_interval=1000)
-al = dict(num_rounds=3, budget=5, subset_size=40, train_mode='{mode}')
+al = dict(num_rounds=3, budget=5, subset_size=40, schedule=dict(type='{schedule}'))
 hooks = []
 """
 
@@ -51,7 +51,7 @@ def configs(tmp_path_factory):
     out = {}
     for mode in ('scratch', 'continue'):
         path = folder / f'tiny_{mode}.py'
-        path.write_text(CONFIG.format(root=ROOT, mode=mode))
+        path.write_text(CONFIG.format(root=ROOT, schedule=f'{mode.capitalize()}Schedule'))
         out[mode] = path
     return out
 

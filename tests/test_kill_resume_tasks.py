@@ -31,12 +31,13 @@ DET_TASK = 'saal_tasks.tasks.detection.task:DetectionTask'
 # Two selections inside one 12-iteration run (rounds train 0-6, 6-9, 9-12) on 32x64 images.
 SEG_CONFIG = """
 _base_ = ['{root}/configs/seg/ri_saal_tiny_demo.py']
-custom_imports = dict(imports=['saal_tasks.tasks.segmentation.task', 'fault_injection'],
+custom_imports = dict(imports=['saal_tasks.tasks.segmentation.task',
+                               'saal_tasks.tasks.segmentation.scorers', 'fault_injection'],
                       allow_failed_imports=False)
 task = dict(source=dict(data_root='{data}/synthia'), target=dict(data_root='{data}/cityscapes'),
             val=dict(data_root='{data}/cityscapes'), source_size=(32, 64),
             target_size=(32, 64), batch_size=2, target_batch_size=2, log_interval=1000)
-al = dict(round_iters=[6, 9, 12])
+al = dict(schedule=dict(round_iters=[6, 9, 12]))
 hooks = []
 """
 
@@ -182,7 +183,7 @@ def uninterrupted(cfg: Path, task: str, work_dir: Path) -> Path:
 # ---------------------------------------------------------------------------- segmentation
 @pytest.mark.skipif(find_spec('mmseg') is None, reason='needs mmseg')
 def test_segmentation_in_run_killed_six_times_resumes_to_the_uninterrupted_run(tmp_path):
-    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
+    from saal_tasks.tasks.segmentation.demo import write_seg_demo
     data = tmp_path / 'seg_demo'
     write_seg_demo(data, num_source=12, num_target_train=6, num_target_val=4, size=(32, 64),
                    seed=3)
@@ -205,7 +206,7 @@ def test_segmentation_in_run_killed_six_times_resumes_to_the_uninterrupted_run(t
 @pytest.mark.slow
 @pytest.mark.skipif(find_spec('mmdet') is None, reason='needs mmdet')
 def test_detection_killed_three_times_resumes_to_the_uninterrupted_run(tmp_path):
-    from saal_tasks.tasks.detection.voc_demo import DemoSplit, write_voc_demo
+    from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo
     data = tmp_path / 'voc' / 'VOCdevkit'
     write_voc_demo(data, splits=(DemoSplit('VOC2007', 'trainval', 6),
                                  DemoSplit('VOC2007', 'test', 3, first_number=101),

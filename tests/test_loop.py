@@ -3,27 +3,21 @@ import json
 
 import numpy as np
 import pytest
-from mmengine.config import Config
 
-from saal_tasks.core.loop import ActiveLearningLoop, ResumeError, config_hash
+from saal_tasks.core.errors import ResumeError
+from saal_tasks.engine import ActiveLearningLoop, config_hash
 from saal_tasks.core.pool_state import PoolState
 from saal_tasks.hooks import ALHook
 
+from conftest import digits_loop_cfg
+
 
 def _cfg(work_dir, **al):
-    cfg = dict(
-        task=dict(type='ClassificationTask', dataset=dict(type='DigitsData'),
-                  model=dict(type='SmallCNN', width=4), optimizer=dict(type='Adam', lr=1e-2),
-                  epochs=2, batch_size=32, log_interval=1000),
-        scorer=dict(type='SharpnessScorer', engine=dict(type='VectorizedEngine', chunk_size=50)),
-        selector=dict(type='TopKSelector'),
-        oracle=dict(type='SimulatedOracle'),
-        hooks=[dict(type='LearningCurveHook')],
-        al=dict(num_rounds=3, budget=5, subset_size=60, initial_size=20,
-                initial_strategy='balanced', train_mode='scratch'),
-        seed=3, work_dir=str(work_dir))
-    cfg['al'].update(al)
-    return Config(cfg)
+    """3 rounds of 5 from 60 scored, a balanced initial set of 20, retrained from scratch."""
+    return digits_loop_cfg(
+        work_dir, hooks=[dict(type='LearningCurveHook')], seed=3,
+        al=dict(dict(num_rounds=3, subset_size=60, initial_set=dict(type='BalancedInitialSet'),
+                     schedule=dict(type='ScratchSchedule')), **al))
 
 
 class Interrupt(ALHook):
@@ -76,14 +70,15 @@ def test_protocol_and_outputs(finished_run):
             loop.task.ground_truth(np.array(sel['sample_ids']))
 
 
-@pytest.mark.parametrize('train_mode', ['scratch', 'continue'])
-def test_resume_after_interruption_matches_uninterrupted(tmp_path, finished_run, train_mode):
-    if train_mode == 'scratch':
+@pytest.mark.parametrize('schedule', ['ScratchSchedule', 'ContinueSchedule'])
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, finished_run, schedule):
+    if schedule == 'ScratchSchedule':
         _, reference, ref_records = finished_run
     else:
-        reference = ActiveLearningLoop.from_cfg(_cfg(tmp_path / 'ref', train_mode=train_mode))
+        reference = ActiveLearningLoop.from_cfg(_cfg(tmp_path / 'ref',
+                                                     schedule=dict(type=schedule)))
         ref_records = reference.run()
-    cfg = _cfg(tmp_path / 'run', train_mode=train_mode)
+    cfg = _cfg(tmp_path / 'run', schedule=dict(type=schedule))
     loop = ActiveLearningLoop.from_cfg(cfg)
     loop.hooks.append(Interrupt(at=2))
     with pytest.raises(KeyboardInterrupt):
@@ -149,7 +144,7 @@ def test_budget_larger_than_pool_is_refused(tmp_path):
 
 
 def test_random_initial_set_and_config_hash_ignores_work_dir(tmp_path):
-    loop = ActiveLearningLoop.from_cfg(_cfg(tmp_path, num_rounds=0, initial_strategy='random'))
+    loop = ActiveLearningLoop.from_cfg(_cfg(tmp_path, num_rounds=0, initial_set=dict(type='RandomInitialSet')))
     records = loop.run()
     assert len(records) == 1 and loop.state.num_labeled == 20
     assert config_hash(_cfg('/a')) == config_hash(_cfg('/b'))

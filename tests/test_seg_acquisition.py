@@ -11,11 +11,14 @@ from torch import nn
 from torch.func import functional_call
 
 from saal_tasks.core.errors import ConfigError
+from saal_tasks.core.selection import (BaseUnitSelector, SelectionContext,
+                                       SelectorContractError)
 from saal_tasks.core.task import BaseTask
 from saal_tasks.registry import SCORERS, SELECTORS
-from saal_tasks.scorers import (PixelEntropyScorer, RandomPixelScorer, RegionImpurityScorer,
-                                region_impurity, window_mean)
 from saal_tasks.selectors import RegionSelector
+from saal_tasks.tasks.segmentation.scorers import (PixelEntropyScorer, RandomPixelScorer,
+                                                   RegionImpurityScorer, region_impurity,
+                                                   window_mean)
 
 H, W, C = 12, 16, 4
 
@@ -446,6 +449,55 @@ def test_scores_feed_the_selector(task, model):
     # The first region is centred on the highest score of each map.
     for u, p in zip(res.unit_scores, picked):
         assert int(np.argmax(u)) in p
+
+
+class _PartlyLabeled(ToySegTask):
+    """The toy task with the first row of every image annotated before."""
+
+    def labeled_units(self, sample_ids):
+        masks = [np.zeros((H, W), dtype=bool) for _ in sample_ids]
+        for m in masks:
+            m[0] = True
+        return masks
+
+
+def _unit_context(task, res, ids):
+    return SelectionContext(candidate_ids=ids, scores=res.scores, labeled_ids=np.zeros(0),
+                            budget=None, rng=_rng(), task=task, unit_scores=res.unit_scores)
+
+
+def test_select_on_a_context_is_select_units_on_its_maps_and_masks(model):
+    task = _PartlyLabeled()
+    ids = np.array([1, 3, 4])
+    res = RegionImpurityScorer(pixel_scorer=dict(type='PixelEntropyScorer')).score(
+        task, model, ids, _rng())
+    sel = RegionSelector(budget_ratio=0.2, num_selections=2, region_radius=1,
+                         suppress_radius=2)
+    selection = sel.select(_unit_context(task, res, ids))
+    units = sel.select_units(res.unit_scores, task.labeled_units(ids), _rng())
+    keep = [k for k, u in enumerate(units) if len(u)]
+    assert selection.sample_ids.tolist() == ids[keep].tolist()
+    assert [u.tolist() for u in selection.units] == [units[k].tolist() for k in keep]
+    np.testing.assert_array_equal(selection.scores, res.scores[keep])
+    assert all(not np.isin(u, np.arange(W)).any() for u in selection.units)  # row 0 labeled
+    with pytest.raises(ValueError, match='needs a score per unit'):
+        sel.select(SelectionContext.of_scores(res.scores, None, task=task,
+                                              candidate_ids=ids))
+
+
+class _RevealsLabeled(BaseUnitSelector):
+    """Breaks the unit contract: asks for pixel 0 (labeled) of every image."""
+
+    def select_units(self, unit_scores, labeled, rng):
+        return [np.array([0], dtype=np.int64) for _ in unit_scores]
+
+
+def test_a_unit_selector_breaking_the_contract_is_caught(model):
+    task = _PartlyLabeled()
+    ids = np.array([0, 2])
+    res = PixelEntropyScorer().score(task, model, ids, _rng())
+    with pytest.raises(SelectorContractError, match='already labeled units'):
+        _RevealsLabeled().select(_unit_context(task, res, ids))
 
 
 def test_region_scorer_unknown_pixel_scorer_names_alternatives():

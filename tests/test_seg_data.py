@@ -20,10 +20,10 @@ from saal_tasks.tasks.segmentation.classes import (  # noqa: E402
     CITYSCAPES_TO_TRAIN, CLASSES13_INDICES, CLASSES16, SYNTHIA_TO_TRAIN, cityscapes_to_train,
     synthia_to_train)
 from saal_tasks.tasks.segmentation.convert import convert_labels, convert_synthia_file  # noqa: E402
-from saal_tasks.tasks.segmentation.datasets import (  # noqa: E402
+from saal_tasks.tasks.segmentation.data import (  # noqa: E402
     Cityscapes16Dataset, SynthiaDataset, build_seg_dataset, check_layout, read_sample,
     sample_names)
-from saal_tasks.tasks.segmentation.demo_data import (  # noqa: E402
+from saal_tasks.tasks.segmentation.demo import (  # noqa: E402
     DEMO_CLASS_IDS, MARKER, write_seg_demo)
 from saal_tasks.tasks.segmentation.metrics import (  # noqa: E402
     SegmentationMeter, metrics_from_confusion)

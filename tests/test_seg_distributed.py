@@ -51,7 +51,7 @@ def _train(rank: int, world: int, port: int, root: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_ranks_train_one_model(tmp_path):
-    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
+    from saal_tasks.tasks.segmentation.demo import write_seg_demo
     write_seg_demo(tmp_path / 'data', num_source=8, num_target_train=4, num_target_val=2,
                    size=SIZE, seed=1)
     for world in (1, 2):
@@ -72,6 +72,7 @@ def test_two_ranks_train_one_model(tmp_path):
 def test_torchrun_selects_what_one_process_selects_with_the_same_model(tmp_path):
     """Two ranks under torchrun: sharded RI-SAAL maps and the region selection of round 1
     equal what one process computes with round 1's saved model."""
+    from saal_tasks.core.selection import SelectionContext
     from saal_tasks.registry import SCORERS, SELECTORS, TASKS
     data = write_tiny_seg_data(tmp_path / 'data')
     cfg = tiny_seg_cfg(data, tmp_path / 'run')
@@ -93,7 +94,9 @@ def test_torchrun_selects_what_one_process_selects_with_the_same_model(tmp_path)
                                      weights_only=True))
     ids = task.sample_ids()
     result = SCORERS.build(cfg.scorer).score(task, model, ids, np.random.default_rng(0))
-    units = SELECTORS.build(cfg.selector).select_units(
-        result.unit_scores, task.labeled_units(ids), np.random.default_rng(0))
-    assert selected['sample_ids'] == ids.tolist()
-    assert selected['units'] == [u.tolist() for u in units]
+    selection = SELECTORS.build(cfg.selector).select(SelectionContext(
+        candidate_ids=ids, scores=result.scores, labeled_ids=np.zeros(0, np.int64),
+        budget=None, rng=np.random.default_rng(0), task=task, model=model,
+        unit_scores=result.unit_scores))
+    assert selected['sample_ids'] == ids.tolist() == selection.sample_ids.tolist()
+    assert selected['units'] == [u.tolist() for u in selection.units]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from saal_tasks.core import ActiveLearningLoop
+from saal_tasks.engine import ActiveLearningLoop
 from saal_tasks.core.errors import AnnotationError
 
 pytest.importorskip('mmseg')

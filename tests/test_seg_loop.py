@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from saal_tasks.core import ActiveLearningLoop
+from saal_tasks.engine import ActiveLearningLoop
 from saal_tasks.core.errors import AnnotationError, ConfigError
 
 pytest.importorskip('mmseg')
@@ -35,13 +35,13 @@ def _cfg(demo_root: Path, work_dir: Path, **al) -> Config:
 
 def _stop_after(loop: ActiveLearningLoop, round_idx: int, stage: str) -> None:
     """Make ``loop`` raise right after it recorded ``stage`` of ``round_idx``."""
-    mark = loop._mark
+    mark = loop.store.mark
 
     def marking(r, name, seconds=None):
         mark(r, name, seconds)
         if (r, name) == (round_idx, stage):
             raise KeyboardInterrupt(f'stopped after {name} of round {r}')
-    loop._mark = marking
+    loop.store.mark = marking
 
 
 def _outputs(work_dir: Path) -> dict[str, bytes]:
@@ -129,7 +129,7 @@ def test_unit_selector_and_partial_task_must_match(demo_root, tmp_path):
     cfg = _cfg(demo_root, tmp_path, budget=5)
     with pytest.raises(ConfigError, match='al.budget'):
         ActiveLearningLoop.from_cfg(cfg)
-    cfg = _cfg(demo_root, tmp_path, round_iters=[6, 9])
+    cfg = _cfg(demo_root, tmp_path, schedule=dict(type='InRunSchedule', round_iters=[6, 9]))
     with pytest.raises(ConfigError, match='round_iters'):
         ActiveLearningLoop.from_cfg(cfg)
 

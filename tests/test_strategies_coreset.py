@@ -1,11 +1,10 @@
-"""Coreset: k-center greedy on points with a known answer, and the selector on a pool view."""
+"""Coreset: k-center greedy on points with a known answer, and the selector on a selection
+context."""
 import numpy as np
 import pytest
 
-from saal_tasks.core.errors import ConfigError
-
+from saal_tasks.core.selection import SelectionContext
 from saal_tasks.selectors.coreset import KCenterGreedySelector, k_center_greedy, min_distances
-from saal_tasks.strategies.context import FixedPoolView
 
 from _strategy_helpers import Identity, PointsTask
 
@@ -39,15 +38,20 @@ def test_selector_uses_labeled_set_as_centers():
     points = np.array([[0.0], [1.0], [2.0], [9.0], [10.0], [20.0]])
     task = PointsTask(points)
     # Labeled: ids 0 and 5 (positions 0 and 20); candidates: ids 1..4.
-    view = FixedPoolView(task=task, model=Identity(), labeled=np.array([0, 5]),
-                         unlabeled=np.array([1, 2, 3, 4]), candidates=np.array([1, 2, 3, 4]))
-    selector = KCenterGreedySelector(embedding=dict(type='FlatInputs'))
-    selector.bind(view)
-    picked = selector.select(np.zeros(4), 2, np.random.default_rng(0))
+    context = SelectionContext(candidate_ids=np.array([1, 2, 3, 4]), scores=np.zeros(4),
+                               labeled_ids=np.array([0, 5]), budget=2,
+                               rng=np.random.default_rng(0), task=task, model=Identity())
     # Distances to {0, 20}: 1, 2, 9, 10 -> id 4 (position 3); then id 2 (distance 2 vs 1 / 1).
-    assert picked.tolist() == [3, 1]
+    # The same with the context's cached features and with features of another batch size.
+    for embedding in (dict(type='FlatInputs'), dict(type='ModelFeatures'),
+                      dict(type='ModelFeatures', batch_size=1)):
+        selector = KCenterGreedySelector(embedding=embedding)
+        assert selector.select(context).sample_ids.tolist() == [4, 2], embedding
 
 
-def test_selector_without_hook_names_the_fix():
-    with pytest.raises(ConfigError, match="PoolViewHook"):
-        KCenterGreedySelector().select(np.zeros(3), 1, np.random.default_rng(0))
+def test_selector_without_task_and_model_is_a_clear_error():
+    with pytest.raises(ValueError, match='has no task'):
+        KCenterGreedySelector().select(SelectionContext.of_scores(np.zeros(3), 1))
+    with pytest.raises(ValueError, match='FlatInputs computes from the model'):
+        KCenterGreedySelector(embedding=dict(type='FlatInputs')).select(
+            SelectionContext.of_scores(np.zeros(3), 1))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saal_tasks.registry import SCORERS
-from saal_tasks.strategies.ll4al import LossPredictionModule, ranking_loss
+from saal_tasks.scorers.ll4al import LossPredictionModule, ranking_loss
 
 from conftest import make_task
 

@@ -1,23 +1,18 @@
-"""Strategies inside the loop: the pool view hook, and a resume between scoring and selection."""
+"""Strategies inside the loop: the selection context the loop builds, and a resume between
+scoring and selection."""
 import numpy as np
 import pytest
 
-from saal_tasks.core.errors import ConfigError
-from mmengine.config import Config
-
-from saal_tasks.core.loop import ActiveLearningLoop
+from saal_tasks.engine import ActiveLearningLoop
 from saal_tasks.hooks import ALHook
 
+from conftest import digits_loop_cfg
 
-def _cfg(work_dir, selector, scorer=None, hooks=True):
-    return Config(dict(
-        task=dict(type='ClassificationTask', dataset=dict(type='DigitsData'),
-                  model=dict(type='SmallCNN', width=4), optimizer=dict(type='Adam', lr=1e-2),
-                  epochs=1, batch_size=32, log_interval=1000),
-        scorer=scorer or dict(type='RandomScorer'), selector=selector,
-        hooks=[dict(type='PoolViewHook')] if hooks else [],
-        al=dict(num_rounds=2, budget=5, subset_size=40, initial_size=20),
-        seed=1, work_dir=str(work_dir)))
+
+def _cfg(work_dir, selector, scorer=None):
+    """2 rounds of 5 from 40 scored (random scores by default), 1 epoch."""
+    return digits_loop_cfg(work_dir, task=dict(epochs=1), selector=selector,
+                           scorer=scorer or dict(type='RandomScorer'), seed=1)
 
 
 class StopAfterSelect(ALHook):
@@ -40,32 +35,32 @@ def test_resume_before_selection_selects_the_same(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         loop.run()
     # A new process: the hooks' after_score is not called again for round 1, the selector
-    # still finds the round's candidates and the labeled set through the pool view.
+    # still gets the round's candidates and the labeled set in its selection context.
     resumed = ActiveLearningLoop.from_cfg(cfg)
     resumed.run(resume=True)
     assert resumed.state == reference.state
     assert resumed.state.num_labeled == 30
 
 
-def test_missing_hook_is_a_clear_error(tmp_path):
-    loop = ActiveLearningLoop.from_cfg(_cfg(tmp_path, dict(type='KCenterGreedySelector'),
-                                            hooks=False))
-    with pytest.raises(ConfigError, match="add dict\\(type='PoolViewHook'\\)"):
-        loop.run()
-
-
 def test_candidates_seen_by_the_selector_are_the_scored_ones(tmp_path):
-    seen = {}
+    seen, contexts = {}, []
 
     class Spy(ALHook):
         def after_select(self, loop, round_idx, selected_ids):
-            seen[round_idx] = (loop.selector.pool.candidate_ids(), selected_ids)
+            seen[round_idx] = (contexts[-1], selected_ids, loop.state.labeled_ids())
 
     loop = ActiveLearningLoop.from_cfg(_cfg(tmp_path, dict(type='KCenterGreedySelector')))
+    select = loop.selector._select
+    loop.selector._select = lambda context: contexts.append(context) or select(context)
     loop.hooks.append(Spy())
     loop.run()
-    for round_idx, (candidates, selected) in seen.items():
+    assert seen
+    for round_idx, (context, selected, labeled) in seen.items():
         with np.load(loop.round_dir(round_idx) / 'scores.npz') as data:
-            assert np.array_equal(candidates, data['sample_ids'])
-        assert set(selected.tolist()) <= set(candidates.tolist())
-        assert len(candidates) == 40
+            assert np.array_equal(context.candidate_ids, data['sample_ids'])
+            assert np.array_equal(context.scores, data['scores'])
+        assert set(selected.tolist()) <= set(context.candidate_ids.tolist())
+        assert len(context.candidate_ids) == 40 and context.budget == 5
+        # The labeled set before the query (the query is labeled after selection).
+        assert np.array_equal(context.labeled_ids, labeled)
+        assert not set(context.labeled_ids.tolist()) & set(context.candidate_ids.tolist())

@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 from saal_tasks.core.errors import ConfigError
-
+from saal_tasks.core.selection import SelectionContext
 from saal_tasks.selectors.probcover import ProbCoverSelector, probcover_greedy, purity_radius
-from saal_tasks.strategies.context import FixedPoolView
 
 from _strategy_helpers import Identity, PointsTask
 
@@ -41,25 +40,36 @@ def test_purity_radius_known_answer():
         purity_radius(points, clusters, 0.0)
 
 
-def test_selector_on_a_pool_view_with_fixed_radius_and_auto_radius():
+def _context(task, labeled=(6,), seed=0):
+    return SelectionContext(candidate_ids=np.arange(6), scores=np.zeros(6),
+                            labeled_ids=np.asarray(labeled, dtype=np.int64), budget=3,
+                            rng=np.random.default_rng(seed), task=task, model=Identity())
+
+
+def test_selector_on_a_context_with_fixed_radius_and_auto_radius():
     task = PointsTask(np.concatenate([LINE, [[30.0]]]))
-    view = FixedPoolView(task=task, model=Identity(), labeled=np.array([6]),
-                         unlabeled=np.arange(6), candidates=np.arange(6))
     fixed = ProbCoverSelector(embedding=dict(type='FlatInputs'), radius=1.5, normalize=False)
-    fixed.bind(view)
-    assert fixed.select(np.zeros(6), 3, np.random.default_rng(0)).tolist() == [1, 3, 5]
+    assert fixed.select(_context(task)).sample_ids.tolist() == [1, 3, 5]
     auto = ProbCoverSelector(embedding=dict(type='FlatInputs'), normalize=False, num_clusters=3)
-    auto.bind(view)
-    picked = auto.select(np.zeros(6), 3, np.random.default_rng(0))
+    picked = auto.select(_context(task)).sample_ids
     assert len(set(picked.tolist())) == 3 and auto.last_radius > 0
+    # With nothing labeled, the candidates are all uncovered: the same greedy answer.
+    assert fixed.select(_context(task, labeled=())).sample_ids.tolist() == [1, 3, 5]
 
 
 def test_precomputed_embedding(tmp_path):
     path = tmp_path / 'emb.npz'
     np.savez(path, sample_ids=np.array([5, 3, 9]), embeddings=np.array([[5.0], [3.0], [9.0]]))
     selector = ProbCoverSelector(embedding=dict(type='PrecomputedEmbedding', path=str(path)))
-    np.testing.assert_array_equal(selector.embedding(None, None, np.array([9, 3])), [[9.0], [3.0]])
+    context = SelectionContext.of_scores(np.zeros(2), 1, candidate_ids=np.array([9, 3]),
+                                         labeled_ids=np.array([5]))
+    np.testing.assert_array_equal(selector.embedding(context, 'candidates'), [[9.0], [3.0]])
+    np.testing.assert_array_equal(selector.embedding(context, 'labeled'), [[5.0]])
+    with pytest.raises(ValueError, match='of must be one of'):
+        selector.embedding(context, 'unlabeled')
     with pytest.raises(ConfigError, match='no precomputed embedding'):
-        selector.embedding(None, None, np.array([4]))
+        selector.embedding(SelectionContext.of_scores(np.zeros(1), 1,
+                                                      candidate_ids=np.array([4])),
+                           'candidates')
     with pytest.raises(FileNotFoundError, match='sample_ids'):
         ProbCoverSelector(embedding=dict(type='PrecomputedEmbedding', path=str(tmp_path / 'x')))

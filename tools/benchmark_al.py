@@ -24,11 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
 from saal_tasks.benchmark import (SweepError, cell_config, cell_status, plan_cells,  # noqa: E402
                                   run_sweep, summarize, write_report)
 from saal_tasks.benchmark.metrics import load_curve  # noqa: E402
+from saal_tasks.cli import parse_cfg_options  # noqa: E402
 from saal_tasks.core.errors import ConfigError, UserError  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='torch threads per process (default: '
                         'torch\'s choice with --workers 1, else 1); on a busy machine 1 is '
                         'much faster for small models')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
                         help='override entries of the sweep config')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--report-only', action='store_true',
@@ -62,10 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file {args.config} does not exist')
+    options = parse_cfg_options(args.cfg_options)
     try:
         cfg = Config.fromfile(args.config)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+        if options:
+            cfg.merge_from_dict(options)
     except (SyntaxError, ImportError, KeyError, ValueError, TypeError) as err:
         raise ConfigError(f'cannot read config {args.config}: {err}') from None
     return cfg

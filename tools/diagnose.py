@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
 
-from saal_tasks.cli import load_config, run_reporting_errors  # noqa: E402
+from saal_tasks.cli import load_config, parse_cfg_options, run_reporting_errors  # noqa: E402
 from saal_tasks.core.build import build_component  # noqa: E402
 from saal_tasks.core.errors import ConfigError, ResumeError  # noqa: E402
 from saal_tasks.core.io import atomic_write_json  # noqa: E402
@@ -47,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='samples of the chosen set to use (a seeded uniform subset)')
     common.add_argument('--seed', type=int, default=0, help='seed of subsets and directions')
     common.add_argument('--out-dir', help='output folder (default: WORK_DIR/diagnostics)')
-    common.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    common.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
                         help='override config entries (e.g. task.device=cuda)')
     sweep = sub.add_parser('rho-sweep', parents=[common],
                            help='psi(rho), relative margin and query overlap for several rho '
@@ -97,7 +96,7 @@ def _pick_round(work_dir: Path, requested: int | None) -> tuple[int, Path]:
         if path is not None:
             return r, path
     raise ResumeError(f'{work_dir} holds no saved model: run with '
-                      "SharpnessDiagnosticsHook(save_model=True) or train_mode='continue'")
+                      "SharpnessDiagnosticsHook(save_model=True) or al.schedule=dict(type='ContinueSchedule')")
 
 
 def _pool_state(work_dir: Path, expected_ids: np.ndarray) -> PoolState:
@@ -118,7 +117,8 @@ def _subset(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def _setup(args: argparse.Namespace):
-    cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options)
+    cfg = load_config(args.config, work_dir=args.work_dir,
+                      cfg_options=parse_cfg_options(args.cfg_options))
     work_dir = Path(cfg.work_dir)
     round_idx, model_path = _pick_round(work_dir, args.round)
     task = build_component(TASKS, cfg.task, 'task')

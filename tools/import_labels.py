@@ -21,10 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from saal_tasks.cli import load_config, run_reporting_errors  # noqa: E402
-from saal_tasks.core.loop import ActiveLearningLoop  # noqa: E402
+from saal_tasks.cli import load_config, parse_cfg_options, run_reporting_errors  # noqa: E402
+from saal_tasks.engine import ActiveLearningLoop  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         '(classification), COCO JSON or zip (detection), zip of label PNGs '
                         '(segmentation)')
     parser.add_argument('--work-dir', help='the run\'s work dir (default: as in train_al.py)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
+    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE')
     return parser.parse_args(argv)
 
 
@@ -42,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> int:
-        cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options)
+        cfg = load_config(args.config, work_dir=args.work_dir,
+                          cfg_options=parse_cfg_options(args.cfg_options))
         loop = ActiveLearningLoop.from_cfg(cfg)
         round_idx, count = loop.import_answers(args.answers)
         print(f'imported {count} answers for round {round_idx}; continue with: '

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Only the generator: it needs numpy and OpenCV, not mmseg.
     from saal_tasks.cli import run_reporting_errors
-    from saal_tasks.tasks.segmentation.demo_data import write_seg_demo
+    from saal_tasks.tasks.segmentation.demo import write_seg_demo
 
     def run() -> int:
         out = write_seg_demo(args.root, num_source=args.num_source,

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0, help='seed of the generated images')
     args = parser.parse_args(argv)
     # Only the generator: it needs numpy and OpenCV, not mmdet.
-    from saal_tasks.tasks.detection.voc_demo import write_voc_demo
+    from saal_tasks.tasks.detection.demo import write_voc_demo
 
     counts = write_voc_demo(args.root, seed=args.seed)
     summary = ', '.join(f'{k}: {v}' for k, v in counts.items())

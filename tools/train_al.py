@@ -18,14 +18,13 @@ from pathlib import Path
 # Running from a checkout without installing still finds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
-from saal_tasks.cli import load_config, run_reporting_errors  # noqa: E402
+from saal_tasks.cli import load_config, parse_cfg_options, run_reporting_errors  # noqa: E402
 from saal_tasks.core.allocator import keep_freed_memory  # noqa: E402
 from saal_tasks.core.dist import barrier, init_launcher, rank_and_world  # noqa: E402
 from saal_tasks.core.errors import ResumeError  # noqa: E402
-from saal_tasks.core.loop import MANIFEST, ActiveLearningLoop  # noqa: E402
+from saal_tasks.engine import MANIFEST, ActiveLearningLoop  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='folder for state, logs and outputs '
                         '(default: ./work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
                         help='override config entries, e.g. al.num_rounds=5 scorer.mode=diff')
     parser.add_argument('--resume', action='store_true',
                         help='continue the run in the work dir at its first unfinished stage')
@@ -53,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         keep_freed_memory()  # CPU training and scoring reuse big buffers (see the module)
-        cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
+        cfg = load_config(args.config, work_dir=args.work_dir,
+                          cfg_options=parse_cfg_options(args.cfg_options),
                           seed=args.seed)
         work_dir = Path(cfg.work_dir)
         init_launcher(args.launcher)

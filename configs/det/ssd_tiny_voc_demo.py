@@ -94,6 +94,6 @@ al = dict(
     budget=16,
     subset_size=None,
     initial_size=16,
-    initial_strategy='random',
-    train_mode='scratch')
+    initial_set=dict(type='RandomInitialSet'),
+    schedule=dict(type='ScratchSchedule'))
 hooks = [dict(type='LearningCurveHook', metric='mAP')]

@@ -8,4 +8,3 @@ _base_ = ['./_base_/paper_protocol.py']
 task = dict(badge_feature_dim=128, badge_projection_seed=0)
 scorer = dict(type='GradientNormScorer', batch_size=16)
 selector = dict(type='BADGESelector', batch_size=16)
-hooks = [dict(type='LearningCurveHook', metric='mAP'), dict(type='PoolViewHook')]

@@ -19,4 +19,4 @@ task = dict(
     log_interval=100)
 # 5 % of each target image, over the 2 selections.
 selector = dict(budget_ratio=0.05, num_selections=2)
-al = dict(num_rounds=2, round_iters=[400, 600, 900])
+al = dict(num_rounds=2, schedule=dict(round_iters=[400, 600, 900]))

@@ -19,8 +19,8 @@ al = dict(
     budget=10,
     subset_size=500,
     initial_size=20,
-    initial_strategy='balanced',
-    train_mode='scratch')
+    initial_set=dict(type='BalancedInitialSet'),
+    schedule=dict(type='ScratchSchedule'))
 hooks = []  # no per-cell plot: the sweep report draws every curve
 
 # Learning rates for this small model and budget: with the paper's Adam 1e-3, 30 epochs leave

@@ -78,6 +78,11 @@ class MultiLabelDigitsTask(BaseTask):
         dtype: ``'float32'`` or ``'float64'``.
     """
 
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'model': 'MODELS', 'optimizer': 'OPTIMIZERS'}
+    #: Options this class fills in when it builds those children (not required in configs).
+    config_injected = {'model': ('in_channels', 'num_classes'), 'optimizer': ('params',)}
+
     def __init__(self, model: dict, optimizer: dict, pool_size: int = 1500,
                  test_size: int = 500, digits_per_image: int = 2, data_seed: int = 0,
                  epochs: int = 40, batch_size: int = 32, eval_batch_size: int = 512,

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.loop import METRICS
+from ..engine import METRICS
 from .plan import Cell
 
 

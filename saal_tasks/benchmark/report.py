@@ -1,7 +1,6 @@
 """Reports of a sweep: results JSON, Markdown table, learning curves, penalty matrices."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 

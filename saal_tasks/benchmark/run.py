@@ -20,7 +20,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 from ..core.io import atomic_write_json
-from ..core.loop import MANIFEST, ActiveLearningLoop, config_hash
+from ..engine import MANIFEST, ActiveLearningLoop, config_hash
 from .plan import Cell, SweepError, cell_config
 
 CELL_FILE = 'cell.json'

@@ -11,7 +11,7 @@ from typing import Any, Callable, IO
 from .errors import WorkDirError
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
     ``os.replace`` is atomic on POSIX, so the previous version of ``path`` stays intact until

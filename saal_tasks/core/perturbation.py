@@ -21,9 +21,13 @@ NORM_EPS = 1e-12
 
 def _per_sample_sum(tensors: Sequence[torch.Tensor], batched: bool) -> torch.Tensor:
     """Sum of all entries of all tensors: a scalar, or ``[B]`` when ``batched``."""
-    if batched:
-        return sum(t.reshape(t.shape[0], -1).sum(dim=1) for t in tensors)
-    return sum(t.sum() for t in tensors)
+    parts = [t.reshape(t.shape[0], -1).sum(dim=1) if batched else t.sum() for t in tensors]
+    if not parts:
+        return torch.zeros(())
+    total = parts[0]
+    for part in parts[1:]:  # left to right, in the tensors' order (exact reproducibility)
+        total = total + part
+    return total
 
 
 def _broadcast(scale: torch.Tensor, like: torch.Tensor, batched: bool) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,8 +17,112 @@ from torch import nn
 from .errors import ConfigError
 
 
-class BaseTask(ABC):
+class AnnotationCodec:
+    """How a task checks and persists annotations (defaults: accept everything, store as is)."""
+
+    def validate_annotations(self, annotations: dict[int, Any]) -> None:
+        """Check oracle answers before anything is persisted; raise ``AnnotationError``.
+
+        The default accepts everything; tasks check what they can (class range, box
+        coordinates, mask size) so that a bad answer never reaches the state.
+        """
+
+    def encode_annotation(self, annotation: Any) -> Any:
+        """Turn one annotation into a JSON-serialisable value (for the persisted state)."""
+        return annotation
+
+    def decode_annotation(self, value: Any) -> Any:
+        """Inverse of :meth:`encode_annotation`."""
+        return value
+
+
+class AnnotationFiles:
+    """Human labels through files: export a query, read people's answers (``FileOracle``).
+
+    The defaults refuse with one line, so a task without files works with the simulated
+    oracle only.
+    """
+
+    def export_query(self, sample_ids: np.ndarray, folder: Path) -> Any:
+        """Write the queried samples into ``folder`` in a format people can label.
+
+        Tasks with partial annotation also take ``units`` (per sample, the flat indices of
+        the units to label); extra keyword options come from ``FileOracle(export_options=)``.
+        A returned dict is added to the query's ``query.json``.
+        """
+        raise ConfigError(f'{type(self).__name__} cannot export queries for people yet: use '
+                          "oracle = dict(type='SimulatedOracle')")
+
+    def read_answers(self, path: Path) -> Any:
+        """Parse people's answers to an exported query (id -> annotation, or pairs)."""
+        raise ConfigError(f'{type(self).__name__} cannot read answer files yet: use '
+                          "oracle = dict(type='SimulatedOracle')")
+
+
+class PartialAnnotations:
+    """Samples annotated a part at a time (pixels of an image), for unit selectors.
+
+    Attributes:
+        partial_annotations: Samples are annotated a part at a time: a labeled sample stays
+            a candidate, each round may add units to it, and ``set_annotations`` merges.
+            Needs a unit selector and an oracle that answers
+            :meth:`~saal_tasks.core.oracle.BaseOracle.annotate_units`.
+    """
+
+    partial_annotations: bool = False
+
+    def labeled_units(self, sample_ids: np.ndarray) -> list[np.ndarray]:
+        """Per sample, a bool mask ``[*U]`` of the units annotated so far (partial tasks)."""
+        raise NotImplementedError(f'{type(self).__name__} annotates whole samples')
+
+    def restrict_annotation(self, annotation: Any, units: np.ndarray) -> Any:
+        """The part of a full annotation that covers ``units`` (flat unit indices ``[K]``).
+
+        A simulated oracle answers a unit query with this.
+        """
+        raise NotImplementedError(f'{type(self).__name__} annotates whole samples')
+
+    def annotation_stats(self) -> dict[str, float]:
+        """Numbers about the annotations so far for the round's record (e.g. labeled pixels)."""
+        return {}
+
+
+class StrategyInputs:
+    """What baselines and diagnostics read from a model besides the unit losses: features,
+    class logits, BADGE's gradient embeddings. Each raises a one-line
+    error naming the strategy that needed it unless the task implements it."""
+
+    def embed(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """Embedding of each sample for diversity-based selectors, shape ``[B, D]``."""
+        raise NotImplementedError(
+            f'{type(self).__name__} has no embed(): choose a selector that uses scores only')
+
+    def predict_logits(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """Class logits of each sample, shape ``[B, C]`` (uncertainty baselines).
+
+        Optional: only scorers that read predictive distributions (entropy, least
+        confidence, margin) call it.
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} has no predict_logits(): uncertainty scorers (entropy, '
+            'least confidence, margin) need a classification-style task')
+
+    def gradient_embedding(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """Gradient of each sample's pseudo-label loss w.r.t. the last layer's weights.
+
+        Optional (BADGE). Returns the flattened per-sample gradient, shape ``[B, E]``.
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} has no gradient_embedding(): BADGE needs it')
+
+
+class BaseTask(AnnotationCodec, AnnotationFiles, PartialAnnotations, StrategyInputs, ABC):
     """A task adapter: data keyed by stable ids, a model, training, evaluation, unit losses.
+
+    The contract in groups: this class holds what every task implements (data, model,
+    scoring protocol); the bases hold the optional capabilities with their defaults
+    (:class:`AnnotationCodec`, :class:`AnnotationFiles`, :class:`PartialAnnotations`,
+    :class:`StrategyInputs`).
 
     Subclasses implement the abstract methods. Conventions every implementation must keep:
 
@@ -29,15 +133,10 @@ class BaseTask(ABC):
     * Nothing random happens without a seed passed in by the loop.
 
     Attributes:
-        partial_annotations: Samples are annotated a part at a time (pixels of an image):
-            a labeled sample stays a candidate, each round may add units to it, and
-            :meth:`set_annotations` merges. Needs a unit selector and an oracle that answers
-            :meth:`~saal_tasks.oracles.base.BaseOracle.annotate_units`.
         needs_initial_labels: Whether training needs labeled pool samples from the start.
             ``False`` lets ``al.initial_size = 0`` (e.g. a fully labeled source domain).
     """
 
-    partial_annotations: bool = False
     needs_initial_labels: bool = True
 
     # ------------------------------------------------------------------ data
@@ -61,52 +160,6 @@ class BaseTask(ABC):
     def set_annotations(self, annotations: dict[int, Any]) -> None:
         """Add oracle answers (sample id -> annotation) to what training may use."""
 
-    def validate_annotations(self, annotations: dict[int, Any]) -> None:
-        """Check oracle answers before anything is persisted; raise ``AnnotationError``.
-
-        The default accepts everything; tasks check what they can (class range, box
-        coordinates, mask size) so that a bad answer never reaches the state.
-        """
-
-    def export_query(self, sample_ids: np.ndarray, folder: Path) -> Any:
-        """Write the queried samples into ``folder`` in a format people can label.
-
-        Tasks with partial annotation also take ``units`` (per sample, the flat indices of
-        the units to label); extra keyword options come from ``FileOracle(export_options=)``.
-        A returned dict is added to the query's ``query.json``.
-        """
-        raise ConfigError(f'{type(self).__name__} cannot export queries for people yet: use '
-                          "oracle = dict(type='SimulatedOracle')")
-
-    def read_answers(self, path: Path) -> Any:
-        """Parse people's answers to an exported query (id -> annotation, or pairs)."""
-        raise ConfigError(f'{type(self).__name__} cannot read answer files yet: use '
-                          "oracle = dict(type='SimulatedOracle')")
-
-    # ------------------------------------------------------------------ partial annotation
-    def labeled_units(self, sample_ids: np.ndarray) -> list[np.ndarray]:
-        """Per sample, a bool mask ``[*U]`` of the units annotated so far (partial tasks)."""
-        raise NotImplementedError(f'{type(self).__name__} annotates whole samples')
-
-    def restrict_annotation(self, annotation: Any, units: np.ndarray) -> Any:
-        """The part of a full annotation that covers ``units`` (flat unit indices ``[K]``).
-
-        A simulated oracle answers a unit query with this.
-        """
-        raise NotImplementedError(f'{type(self).__name__} annotates whole samples')
-
-    def annotation_stats(self) -> dict[str, float]:
-        """Numbers about the annotations so far for the round's record (e.g. labeled pixels)."""
-        return {}
-
-    def encode_annotation(self, annotation: Any) -> Any:
-        """Turn one annotation into a JSON-serialisable value (for the persisted state)."""
-        return annotation
-
-    def decode_annotation(self, value: Any) -> Any:
-        """Inverse of :meth:`encode_annotation`."""
-        return value
-
     # ------------------------------------------------------------------ model
     @abstractmethod
     def build_model(self, seed: int) -> nn.Module:
@@ -121,12 +174,12 @@ class BaseTask(ABC):
                     ) -> tuple[nn.Module, dict]:
         """Continue one training run from iteration ``start`` to ``stop`` (of ``total``).
 
-        The in-run schedule (``al.train_mode = 'in_run'``) selects at configured iterations
-        of a single training run: the loop calls this once per round with consecutive
-        iteration windows, the model of the previous window, and the optimizer state this
-        method returned then (``None`` at iteration 0). Learning-rate schedules are functions
-        of the iteration out of ``total``, so the windows together equal one uninterrupted
-        run.
+        The in-run schedule (``al.schedule = dict(type='InRunSchedule', ...)``) selects at
+        configured iterations of a single training run: the loop calls this once per round
+        with consecutive iteration windows, the model of the previous window, and the
+        optimizer state this method returned then (``None`` at iteration 0). Learning-rate
+        schedules are functions of the iteration out of ``total``, so the windows together
+        equal one uninterrupted run.
 
         Args:
             model: The model to keep training (in place or not).
@@ -141,8 +194,9 @@ class BaseTask(ABC):
             The trained model and the optimizer's ``state_dict`` (plain tensors and numbers;
             the loop saves it with the model so a resumed run continues exactly).
         """
-        raise ConfigError(f"{type(self).__name__} trains round by round: use al.train_mode "
-                          "'scratch' or 'continue', not 'in_run'")
+        raise ConfigError(f"{type(self).__name__} trains round by round: use "
+                          "al.schedule=dict(type='ScratchSchedule') or 'ContinueSchedule', "
+                          "not 'InRunSchedule'")
 
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -195,31 +249,7 @@ class BaseTask(ABC):
             targets = self.pseudo_label(model, inputs)
         return targets, self.loss_per_unit(model, inputs, targets)
 
-    def embed(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        """Embedding of each sample for diversity-based selectors, shape ``[B, D]``."""
-        raise NotImplementedError(
-            f'{type(self).__name__} has no embed(): choose a selector that uses scores only')
-
-    # ------------------------------------------------------------------ optional (baselines)
-    def predict_logits(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        """Class logits of each sample, shape ``[B, C]`` (uncertainty baselines).
-
-        Optional: only scorers that read predictive distributions (entropy, least
-        confidence, margin) call it.
-        """
-        raise NotImplementedError(
-            f'{type(self).__name__} has no predict_logits(): uncertainty scorers (entropy, '
-            'least confidence, margin) need a classification-style task')
-
-    def gradient_embedding(self, model: nn.Module, inputs: Any) -> torch.Tensor:
-        """Gradient of each sample's pseudo-label loss w.r.t. the last layer's weights.
-
-        Optional (BADGE). Returns the flattened per-sample gradient, shape ``[B, E]``.
-        """
-        raise NotImplementedError(
-            f'{type(self).__name__} has no gradient_embedding(): BADGE needs it')
-
-    # ------------------------------------------------------------------ optional (diagnostics)
+    # ------------------------------------------------------------------ helpers
     def ground_truth_targets(self, sample_ids: np.ndarray, inputs: Any) -> Any:
         """Ground truth of a batch in the form :meth:`loss_per_unit` takes as ``targets``.
 
@@ -253,7 +283,6 @@ class BaseTask(ABC):
             targets = targets.to(inputs.device)
         return targets
 
-    # ------------------------------------------------------------------ helpers
     def batch_size_of(self, inputs: Any) -> int:
         """Number of samples in a batch of inputs (first dimension for tensors)."""
         if isinstance(inputs, torch.Tensor):
@@ -298,3 +327,30 @@ class TrainExtension:
             A scalar tensor.
         """
         raise NotImplementedError
+
+
+def batched_eval(task: BaseTask, model: nn.Module, sample_ids: np.ndarray, batch_size: int,
+                 fn: Callable[[nn.Module, Any], torch.Tensor]) -> np.ndarray:
+    """Apply ``fn(model, inputs) -> Tensor [B, ...]`` over ``sample_ids`` in eval mode.
+
+    Args:
+        task: Task giving the batches.
+        model: Model, put in eval mode for the call and restored afterwards.
+        sample_ids: Ids, shape ``[N]``.
+        batch_size: Samples per batch.
+        fn: Function of a model and a batch of inputs.
+
+    Returns:
+        The concatenated outputs as float64, shape ``[N, ...]``.
+    """
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        with torch.no_grad():
+            for _, inputs in task.pool_batches(np.asarray(sample_ids, dtype=np.int64),
+                                               batch_size):
+                chunks.append(fn(model, inputs).detach().double().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(chunks) if chunks else np.zeros((0,))

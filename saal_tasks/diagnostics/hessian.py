@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import grad, grad_and_value, jvp
 
 from ..core.task import BaseTask
-from ..scorers.base import check_reduction, reduce_units
+from ..core.units import check_reduction, reduce_units
 from .functional import (Params, TargetFn, make_mapper, per_sample_dot, per_sample_scale,
                          pseudo_targets, sample_chunks, tree_map, weight_functions)
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..core.task import BaseTask
-from ..scorers.base import check_reduction, reduce_units
+from ..core.units import check_reduction, reduce_units
 from .functional import Params, TargetFn, weight_functions
 
 #: Added to filter norms so that an all-zero filter gets a zero direction instead of NaN.

@@ -28,7 +28,7 @@ from torch.func import grad
 
 from ..core.perturbation import Perturbation
 from ..core.task import BaseTask
-from ..scorers.base import check_reduction, reduce_units
+from ..core.units import check_reduction, reduce_units
 from .functional import (Params, TargetFn, WeightFunctions, make_mapper, pseudo_targets,
                          sample_chunks, true_targets, weight_functions)
 

@@ -1,5 +1,5 @@
 """Loop hooks."""
-from .base import ALHook
+from ..core.hooks import ALHook
 from .diagnostics import SharpnessDiagnosticsHook
 from .learning_curve import LearningCurveHook
 

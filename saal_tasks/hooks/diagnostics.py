@@ -30,7 +30,7 @@ from ..core.errors import ConfigError
 from ..core.io import atomic_write, atomic_write_json
 from ..core.perturbation import Perturbation, SAMPerturbation
 from ..registry import AL_HOOKS, PERTURBATIONS
-from .base import ALHook
+from ..core.hooks import ALHook
 
 _STREAM_SUBSET, _STREAM_POWER, _STREAM_LANDSCAPE = range(3)
 
@@ -78,6 +78,9 @@ class SharpnessDiagnosticsHook(ALHook):
             the round).
         out_dir: Folder inside the work directory.
     """
+
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'perturbation': 'PERTURBATIONS'}
 
     def __init__(self, decomposition: bool = True, pseudo_labels: bool = True,
                  perturbed_sets: bool = True, num_samples: int | None = None,
@@ -141,8 +144,7 @@ class SharpnessDiagnosticsHook(ALHook):
                                                               'mean')
         self._reduction = self.reduction or getattr(scorer, 'score_reduction', 'sum')
         if self.use_truth is None:
-            from ..oracles.simulated import SimulatedOracle
-            self._truth = isinstance(getattr(loop, 'oracle', None), SimulatedOracle)
+            self._truth = loop.oracle.reveals_ground_truth
         else:
             self._truth = bool(self.use_truth)
         last = loop.num_rounds + 1
@@ -167,7 +169,7 @@ class SharpnessDiagnosticsHook(ALHook):
         self._metrics[round_idx] = dict(metrics)
         if self.final_round and round_idx == loop.num_rounds + 1:
             unlabeled = loop.state.unlabeled_ids()
-            size = self.num_samples or getattr(loop, 'subset_size', None) or len(unlabeled)
+            size = self.num_samples or loop.subset_size or len(unlabeled)
             rng = np.random.default_rng(_seed(self.seed, round_idx, _STREAM_SUBSET))
             pool = np.sort(rng.choice(unlabeled, min(size, len(unlabeled)), replace=False))
             self._diagnose(loop, round_idx, pool, None, num_scored=0)

@@ -6,7 +6,7 @@ from pathlib import Path
 from mmengine.logging import print_log
 
 from ..registry import AL_HOOKS
-from .base import ALHook
+from ..core.hooks import ALHook
 
 
 @AL_HOOKS.register_module()

@@ -74,6 +74,11 @@ class SAM(Optimizer):
             class.
     """
 
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'base_optimizer': 'OPTIMIZERS'}
+    #: Options this class fills in when it builds those children (not required in configs).
+    config_injected = {'base_optimizer': ('params',)}
+
     def __init__(self,
                  params: Iterable[Tensor] | Iterable[dict[str, Any]],
                  base_optimizer: Mapping[str, Any] | str | type[Optimizer],

@@ -1,5 +1,5 @@
 """Oracles: the simulated one reveals ground truth; the file oracle asks people."""
-from .base import Answers, BaseOracle, QueryPending
+from ..core.oracle import Answers, BaseOracle, QueryPending
 from .file_oracle import FileOracle
 from .simulated import SimulatedOracle
 

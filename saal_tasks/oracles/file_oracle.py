@@ -5,17 +5,16 @@ import inspect
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from mmengine.dist import barrier, is_main_process
 
+from ..core.errors import AnnotationError, ConfigError
+from ..core.io import atomic_write
+from ..core.oracle import Answers, BaseOracle, QueryPending, validate_answers
+from ..core.task import BaseTask
 from ..registry import ORACLES
-from .base import Answers, BaseOracle, QueryPending
-
-if TYPE_CHECKING:  # pragma: no cover
-    # Hints only: saal_tasks.core imports the oracles (a cycle at import time).
-    from ..core.task import BaseTask
 
 QUERY_LIST = 'query.json'
 #: Keys of ``query.json`` that the oracle owns (a task's export cannot replace them).
@@ -38,7 +37,6 @@ def restrict_answers(task: BaseTask, answers: Answers, sample_ids: Sequence[int]
     Returns:
         ``(sample_id, partial annotation)`` pairs in the order of ``answers``.
     """
-    from ..core.errors import AnnotationError  # here: saal_tasks.core imports this module
     wanted = {int(i): np.asarray(u, dtype=np.int64) for i, u in zip(sample_ids, units)}
     pairs = list(answers.items()) if isinstance(answers, Mapping) else list(answers)
     out = []
@@ -75,6 +73,8 @@ class FileOracle(BaseOracle):
             ``dict(pre_annotations=False)`` for detection.
     """
 
+    takes_answer_files = True
+
     def __init__(self, folder: str = 'queries', export_options: dict | None = None) -> None:
         self.folder = folder
         self.export_options = dict(export_options or {})
@@ -94,6 +94,33 @@ class FileOracle(BaseOracle):
         """The imported answers in ``folder``, if any."""
         found = sorted(folder.glob('answers.*'))
         return found[0] if found else None
+
+    def import_answers(self, task: BaseTask, path: Path, round_idx: int,
+                       sample_ids: np.ndarray, units: list[np.ndarray] | None) -> int:
+        """Validate people's answers file and store it as the query's ``answers.<ext>``.
+
+        Nothing is stored unless every answer is valid (queried ids only, each once, all of
+        them, and accepted by the task). For a partial query the answers are first cut down
+        to the queried units (what they say elsewhere is ignored), so the task validates
+        exactly the labels of the units that were asked for.
+        """
+        path = Path(path)
+        try:
+            read = task.read_answers(path)
+            if units is not None:
+                read = restrict_answers(task, read, sample_ids, units)
+            answers = validate_answers(task, sample_ids, read)
+        except (AnnotationError, ValueError) as err:
+            raise AnnotationError(f'{path}: {err}') from None
+        folder = self.query_dir(round_idx)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = path.read_bytes()
+        target = folder / f'answers{path.suffix}'
+        atomic_write(target, lambda f: f.write(data))
+        for old in folder.glob('answers.*'):  # an earlier import in another format
+            if old != target:
+                old.unlink()
+        return len(answers)
 
     def annotate(self, task: BaseTask, sample_ids: np.ndarray, round_idx: int) -> Answers:
         return self._ask(task, sample_ids, None, round_idx)
@@ -131,7 +158,6 @@ class FileOracle(BaseOracle):
 
     def _export(self, task: BaseTask, ids: np.ndarray, units: Sequence[np.ndarray] | None,
                 folder: Path) -> Any:
-        from ..core.errors import ConfigError  # here: saal_tasks.core imports this module
         options = dict(self.export_options)
         valid = [name for name in inspect.signature(task.export_query).parameters
                  if name not in ('sample_ids', 'folder', 'units')]

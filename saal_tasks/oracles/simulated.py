@@ -1,21 +1,20 @@
 """The simulated oracle of every benchmark: it reveals the dataset's ground truth."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ..core.oracle import Answers, BaseOracle
+from ..core.task import BaseTask
 from ..registry import ORACLES
-from .base import Answers, BaseOracle
-
-if TYPE_CHECKING:  # pragma: no cover
-    # Hints only: saal_tasks.core imports the oracles (a cycle at import time).
-    from ..core.task import BaseTask
 
 
 @ORACLES.register_module()
 class SimulatedOracle(BaseOracle):
     """Reveals the dataset's ground truth, as in every benchmark of the paper."""
+
+    reveals_ground_truth = True
 
     def annotate(self, task: BaseTask, sample_ids: np.ndarray, round_idx: int) -> Answers:
         return task.ground_truth(np.asarray(sample_ids, dtype=np.int64))

@@ -26,7 +26,7 @@ from torch.func import functional_call, grad, vmap
 from ..core.perturbation import Perturbation
 from ..core.task import BaseTask
 from ..registry import ENGINES
-from .base import reduce_units
+from ..core.units import reduce_units
 
 EngineOutput = Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, Any]]
 

@@ -44,7 +44,7 @@ from torch.autograd.graph import get_gradient_edge
 from ..core.perturbation import Perturbation
 from ..core.task import BaseTask
 from ..registry import ENGINES
-from .base import reduce_units
+from ..core.units import reduce_units
 from .engines import EngineOutput, PerturbedLossEngine
 from .layer_factors import (BatchNormGradient, BatchNormLayer, DenseGradient, LayerGradient,
                             LowRankGradient, PatchLayer, UnsupportedLayer, layer_for)
@@ -275,6 +275,9 @@ class FastExactEngine(PerturbedLossEngine):
             the fewest positions first, where that is cheapest).
         fallback: Engine config for models or perturbations without per-layer rules.
     """
+
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'fallback': 'ENGINES'}
 
     def __init__(self, chunk_size: int = 32, layer_method: str = 'auto',
                  max_kept_mb: float = 512.0, fallback: dict | None = None) -> None:

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..registry import ENGINES, PERTURBATIONS, SCORERS
-from .base import (BaseScorer, ScoreResult, check_reduction, ids_in_order, reduce_units,
+from ..core.scorer import BaseScorer, ScoreResult, ids_in_order
+from ..core.units import (check_reduction, reduce_units,
                    to_numpy)
 
 
@@ -30,6 +31,9 @@ class SharpnessScorer(BaseScorer):
         log_interval: Progress output every this many samples.
     """
 
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'perturbation': 'PERTURBATIONS', 'engine': 'ENGINES'}
+
     def __init__(self, perturbation: dict | None = None, engine: dict | None = None,
                  mode: str = 'max', objective_reduction: str = 'mean',
                  score_reduction: str = 'sum', log_interval: int = 500) -> None:
@@ -43,7 +47,7 @@ class SharpnessScorer(BaseScorer):
         self.perturbation = PERTURBATIONS.build(perturbation or dict(type='SAMPerturbation'))
         self.engine = ENGINES.build(engine or dict(type='ReferenceEngine'))
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         out_ids, scores, clean_losses, units_out, targets_out = [], [], [], [], []
         start, last = time.perf_counter(), [0]
         for ids, clean, perturbed, targets in self.engine.run(task, model, sample_ids,
@@ -92,7 +96,7 @@ def uniform_by_id(sample_ids: np.ndarray, key: int) -> np.ndarray:
 class RandomScorer(BaseScorer):
     """Uniform random scores: with top-k selection, a uniformly random query (baseline)."""
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         key = int(rng.integers(2 ** 63))
         return ScoreResult(sample_ids=sample_ids, scores=uniform_by_id(sample_ids, key))
 

@@ -16,7 +16,7 @@ import torch
 
 from ..core.errors import ConfigError
 from ..registry import SCORERS
-from .base import BaseScorer, ScoreResult, ids_in_order
+from ..core.scorer import BaseScorer, ScoreResult, ids_in_order
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ class _BatchScorer(BaseScorer):
     def _batch_scores(self, task, model, inputs) -> torch.Tensor:
         raise NotImplementedError
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         out_ids, scores = [], []
         with torch.no_grad():
             for ids, inputs in task.pool_batches(sample_ids, self.batch_size):

@@ -5,14 +5,18 @@ The embedding of a candidate is ``∂ l(x, ŷ; θ) / ∂ θ_out`` for its pseudo
 over classes and features, so k-means++ seeding picks samples that are both uncertain and
 diverse. The first pick is the largest embedding norm, each next one is drawn with
 probability proportional to its squared distance to the nearest pick (without replacement).
+
+The embeddings come from the selection context (its task, model and candidates), so the
+selector needs nothing but the context the loop builds.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..core.selection import BaseSelector, SelectionContext
+from ..core.task import batched_eval
 from ..registry import SELECTORS
-from ..strategies.context import PoolAware, batched_eval
-from .base import BaseSelector
+from .embeddings import task_and_model
 from .kmeanspp import _d2_fill
 
 
@@ -33,24 +37,28 @@ def badge_kmeanspp(embeddings: np.ndarray, budget: int, rng: np.random.Generator
 
 
 @SELECTORS.register_module()
-class BADGESelector(PoolAware, BaseSelector):
-    """BADGE's selection; needs ``dict(type='PoolViewHook')`` in the config's hooks.
+class BADGESelector(BaseSelector):
+    """BADGE's selection on the gradient embeddings of the context's candidates.
 
     The scores it receives are not used (pair it with ``GradientNormScorer`` so that the
-    persisted scores are the embedding norms).
+    persisted scores are the embedding norms). The context needs the task and the model.
 
     Args:
-        batch_size: Samples per forward pass when computing the embeddings.
+        batch_size: Samples per forward pass when computing the embeddings. Equal to the
+            context's ``embed_batch_size``, the context's cached
+            :meth:`~SelectionContext.gradient_embeddings` are used; otherwise they are
+            computed with this batch size.
     """
 
     def __init__(self, batch_size: int = 256) -> None:
         self.batch_size = batch_size
 
-    def _select(self, scores, budget, rng, embeddings):
-        view = self.pool
-        ids = view.candidate_ids()
-        if len(ids) != len(scores):
-            raise RuntimeError(f'{len(ids)} candidate ids for {len(scores)} scores')
-        grads = batched_eval(view.task, view.model, ids, self.batch_size,
-                             view.task.gradient_embedding)
-        return badge_kmeanspp(grads, budget, rng)
+    def _select(self, context: SelectionContext) -> np.ndarray:
+        """Positions in pick order, ``[budget]``, by :func:`badge_kmeanspp` on ``[N, E]``."""
+        if self.batch_size == context.embed_batch_size:
+            grads = context.gradient_embeddings()
+        else:
+            task = task_and_model(context, type(self).__name__)
+            grads = batched_eval(task, context.model, context.candidate_ids, self.batch_size,
+                                 task.gradient_embedding)
+        return badge_kmeanspp(grads, context.budget, context.rng)

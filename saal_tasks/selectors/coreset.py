@@ -2,15 +2,15 @@
 
 Each pick is the candidate farthest from its nearest center, where the centers are the
 labeled samples and the candidates picked so far: the greedy 2-approximation of the k-center
-problem that the Coreset paper uses (without its robust mixed-integer refinement).
+problem that the Coreset paper uses (without its robust mixed-integer refinement). The
+candidates and the labeled set come from the selection context.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..core.selection import BaseSelector, SelectionContext
 from ..registry import EMBEDDINGS, SELECTORS
-from ..strategies.context import PoolAware
-from .base import BaseSelector
 
 
 def min_distances(points: np.ndarray, centers: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -61,24 +61,25 @@ def k_center_greedy(points: np.ndarray, centers: np.ndarray, budget: int) -> np.
 
 
 @SELECTORS.register_module()
-class KCenterGreedySelector(PoolAware, BaseSelector):
+class KCenterGreedySelector(BaseSelector):
     """Coreset: k-center greedy on embeddings of the candidates, the labeled set as centers.
 
-    Needs ``dict(type='PoolViewHook')`` in the config's hooks (for the labeled set).
+    The candidates and the labeled set are the context's ``candidate_ids`` and
+    ``labeled_ids``; the default embedding needs the context's task and model.
 
     Args:
         embedding: Config of a registered embedding (``EMBEDDINGS``); default: the current
             model's penultimate features.
     """
 
+    config_children = {'embedding': 'EMBEDDINGS'}  # checked config boundary
+
     def __init__(self, embedding: dict | None = None) -> None:
         self.embedding = EMBEDDINGS.build(embedding or dict(type='ModelFeatures'))
 
-    def _select(self, scores, budget, rng, embeddings):
-        view = self.pool
-        ids = view.candidate_ids()
-        if len(ids) != len(scores):
-            raise RuntimeError(f'{len(ids)} candidate ids for {len(scores)} scores')
-        points = self.embedding(view.task, view.model, ids)
-        centers = self.embedding(view.task, view.model, view.labeled_ids())
-        return k_center_greedy(points, centers, budget)
+    def _select(self, context: SelectionContext) -> np.ndarray:
+        """Positions in pick order, ``[budget]``, by :func:`k_center_greedy` on the
+        candidates' embeddings ``[N, D]`` from the labeled ones ``[L, D]``."""
+        points = self.embedding(context, 'candidates')
+        centers = self.embedding(context, 'labeled')
+        return k_center_greedy(points, centers, context.budget)

@@ -1,12 +1,12 @@
 """k-means++ seeding as a selector: on the 1-D scores (the paper's "w/ k-means++") or on
-embeddings."""
+the candidates' embeddings (``task.embed``, from the selection context)."""
 from __future__ import annotations
 
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
 from ..registry import SELECTORS
-from .base import BaseSelector
+from ..core.selection import BaseSelector, SelectionContext
 
 
 def _d2_fill(points: np.ndarray, picked: list[int], budget: int,
@@ -49,27 +49,38 @@ class ScoreKMeansPPSelector(BaseSelector):
     result spreads the query over the score range while favouring isolated high scores.
     """
 
-    def _select(self, scores, budget, rng, embeddings):
+    def _select(self, context: SelectionContext) -> np.ndarray:
+        """Positions in pick order, ``[budget]``, from ``context.scores`` (``[N]``)."""
+        scores = np.asarray(context.scores, dtype=np.float64)
         first = int(np.argmax(scores))
-        return np.asarray(_d2_fill(scores[:, None], [first], budget, rng), dtype=np.int64)
+        return np.asarray(_d2_fill(scores[:, None], [first], context.budget, context.rng),
+                          dtype=np.int64)
 
 
 @SELECTORS.register_module()
 class EmbeddingKMeansPPSelector(BaseSelector):
     """k-means++ seeding on task embeddings (scikit-learn's ``kmeans_plusplus``).
 
+    The embeddings are the context's :meth:`~SelectionContext.embeddings` (``task.embed`` of
+    the candidates, ``[N, D]``, ``embed_batch_size`` samples per pass), so the context needs
+    the task and the model.
+
     Args:
         weight_by_score: Scale each embedding by its score first, so that high-score samples
             lie farther out and are favoured (the idea of BADGE's gradient embeddings).
     """
 
-    needs_embeddings = True
-
     def __init__(self, weight_by_score: bool = False) -> None:
         self.weight_by_score = weight_by_score
 
-    def _select(self, scores, budget, rng, embeddings):
-        points = np.asarray(embeddings, dtype=np.float64)
+    def _select(self, context: SelectionContext) -> np.ndarray:
+        """Positions in pick order, ``[budget]``, from the candidates' embeddings ``[N, D]``."""
+        scores = np.asarray(context.scores, dtype=np.float64)
+        budget, rng = context.budget, context.rng
+        points = np.asarray(context.embeddings(), dtype=np.float64)
+        if len(points) != len(scores):
+            raise ValueError(f'{type(self).__name__} needs one embedding per candidate, got '
+                             f'{len(points)} for {len(scores)} candidates')
         if self.weight_by_score:
             points = points * scores[:, None]
         seed = int(rng.integers(2**31 - 1))

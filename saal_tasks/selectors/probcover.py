@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
+from ..core.errors import ConfigError
+from ..core.selection import BaseSelector, SelectionContext
 from ..registry import EMBEDDINGS, SELECTORS
-from ..strategies.context import PoolAware
-from .base import BaseSelector
 from .coreset import min_distances
 
 
@@ -98,8 +98,10 @@ def probcover_greedy(candidates: np.ndarray, labeled: np.ndarray, radius: float,
 
 
 @SELECTORS.register_module()
-class ProbCoverSelector(PoolAware, BaseSelector):
-    """ProbCover's selection; needs ``dict(type='PoolViewHook')`` in the config's hooks.
+class ProbCoverSelector(BaseSelector):
+    """ProbCover's selection over the context's candidates, covered by its labeled samples.
+
+    The default embedding needs the context's task and model.
 
     Args:
         embedding: Config of a registered embedding (``EMBEDDINGS``). Default: the current
@@ -112,11 +114,11 @@ class ProbCoverSelector(PoolAware, BaseSelector):
             cost of the purity search on large pools.
     """
 
+    config_children = {'embedding': 'EMBEDDINGS'}  # checked config boundary
+
     def __init__(self, embedding: dict | None = None, radius: float | None = None,
                  purity: float = 0.95, num_clusters: int = 10, normalize: bool = True,
                  max_purity_points: int = 3000) -> None:
-        from ..core.errors import ConfigError  # here: the core imports the selectors
-
         if radius is not None and radius <= 0:
             raise ConfigError(f'selector.radius must be positive or None, got {radius}')
         if num_clusters < 2:
@@ -148,13 +150,15 @@ class ProbCoverSelector(PoolAware, BaseSelector):
                         random_state=int(rng.integers(2**31 - 1))).fit_predict(points)
         return purity_radius(points, labels, self.purity)
 
-    def _select(self, scores, budget, rng, embeddings):
-        view = self.pool
-        ids = view.candidate_ids()
-        if len(ids) != len(scores):
-            raise RuntimeError(f'{len(ids)} candidate ids for {len(scores)} scores')
-        candidates = self._prepare(self.embedding(view.task, view.model, ids))
-        labeled = self._prepare(self.embedding(view.task, view.model, view.labeled_ids()))
+    def _select(self, context: SelectionContext) -> np.ndarray:
+        """Positions in pick order, ``[budget]``, by :func:`probcover_greedy` on the
+        candidates' embeddings ``[N, D]`` covered by the labeled ones ``[L, D]``."""
+        budget, rng = context.budget, context.rng
+        candidates = self._prepare(self.embedding(context, 'candidates'))
+        labeled = self.embedding(context, 'labeled')
+        if len(labeled) == 0:  # nothing labeled yet: no covering points, [0, D]
+            labeled = np.zeros((0, candidates.shape[1]))
+        labeled = self._prepare(labeled)
         radius = self.radius
         if radius is None:
             radius = self.choose_radius(np.concatenate([labeled, candidates]), rng)

@@ -1,4 +1,9 @@
-"""Greedy region / pixel selection inside each image (segmentation, RIPU's annotation)."""
+"""Greedy region / pixel selection inside each image (segmentation, RIPU's annotation).
+
+A unit selector: :meth:`BaseUnitSelector.select` reads the per-pixel score maps and the
+masks of pixels labeled before from the selection context and calls
+:meth:`RegionSelector.select_units`.
+"""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -6,8 +11,8 @@ from fractions import Fraction
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.selection import BaseUnitSelector
 from ..registry import SELECTORS
-from .base import BaseUnitSelector
 
 
 def _nonneg_int(name: str, value: object, minimum: int = 0) -> int:
@@ -100,10 +105,10 @@ class RegionSelector(BaseUnitSelector):
             ``(centres, pixels)``: flat indices (``int64``) of the picked centres in pick
             order, and the sorted flat indices of all newly revealed pixels.
         """
-        return self._select(*self._check_pair(scores, labeled, 0))
+        return self._select_image(*self._check_pair(scores, labeled, 0))
 
-    def _select(self, scores: np.ndarray,
-                labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _select_image(self, scores: np.ndarray,
+                      labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         width = scores.shape[1]
         budget = self.round_budget(scores.shape)
         covered = labeled.copy()  # labeled before or revealed this round
@@ -154,7 +159,7 @@ class RegionSelector(BaseUnitSelector):
                              'masks: pass one mask per scored image')
         pairs = [self._check_pair(s, m, n) for n, (s, m) in enumerate(zip(unit_scores,
                                                                           labeled))]
-        return [self._select(s, m)[1] for s, m in pairs]
+        return [self._select_image(s, m)[1] for s, m in pairs]
 
     @staticmethod
     def _check_pair(scores: np.ndarray, labeled: np.ndarray,

@@ -5,5 +5,5 @@ al = dict(
     budget=10,
     subset_size=2000,
     initial_size=20,
-    initial_strategy='balanced',
-    train_mode='scratch')
+    initial_set=dict(type='BalancedInitialSet'),
+    schedule=dict(type='ScratchSchedule'))

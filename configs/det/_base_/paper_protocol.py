@@ -22,5 +22,5 @@ al = dict(
     budget=1000,
     subset_size=None,
     initial_size=1000,
-    initial_strategy='random',
-    train_mode='scratch')
+    initial_set=dict(type='RandomInitialSet'),
+    schedule=dict(type='ScratchSchedule'))

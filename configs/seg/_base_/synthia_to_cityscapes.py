@@ -4,7 +4,8 @@
 # each revealing 3x3 regions until 2.2 % of every target image is labeled in total.
 # Data: convert labels once with tools/convert_seg_labels.py (see docs/segmentation.md).
 _base_ = ['../../_base_/default_runtime.py']
-custom_imports = dict(imports=['saal_tasks.tasks.segmentation.task'],
+custom_imports = dict(imports=['saal_tasks.tasks.segmentation.task',
+                               'saal_tasks.tasks.segmentation.scorers'],
                       allow_failed_imports=False)
 
 synthia_root = 'data/synthia/RAND_CITYSCAPES'
@@ -36,7 +37,6 @@ al = dict(
     num_rounds=5,
     budget=None,  # per image: the selector's budget
     initial_size=0,  # the source is the labeled data at the start
-    initial_strategy='random',
-    train_mode='in_run',
-    round_iters=[10000, 12000, 14000, 16000, 18000, 40000])
+    initial_set=dict(type='RandomInitialSet'),
+    schedule=dict(type='InRunSchedule', round_iters=[10000, 12000, 14000, 16000, 18000, 40000]))
 hooks = [dict(type='LearningCurveHook', metric='mIoU16')]

@@ -24,6 +24,6 @@ al = dict(
     budget=10,
     subset_size=500,
     initial_size=20,
-    initial_strategy='random',  # multi-hot labels have no classes to balance
-    train_mode='scratch')
+    initial_set=dict(type='RandomInitialSet'),  # multi-hot labels have no classes to balance
+    schedule=dict(type='ScratchSchedule'))
 hooks = [dict(type='LearningCurveHook', metric='mAP')]

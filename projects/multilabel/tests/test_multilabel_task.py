@@ -110,7 +110,7 @@ def test_config_registers_the_task_through_custom_imports():
     cfg = Config.fromfile(str(CONFIG))
     assert cfg.custom_imports['imports'] == ['projects.multilabel.multilabel_task']
     assert TASKS.get('MultiLabelDigitsTask') is MultiLabelDigitsTask
-    assert cfg.scorer.type == 'SharpnessScorer' and cfg.al.initial_strategy == 'random'
+    assert cfg.scorer.type == 'SharpnessScorer' and cfg.al.initial_set.type == 'RandomInitialSet'
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """Classification: datasets (torchvision, scikit-learn digits), models, the task adapter."""
-from .datasets import ClassificationData
+from .data import ClassificationData
 from .image_folder import ImageFolderData
 from .models import ResNet18CIFAR, SmallCNN
 from .task import ClassificationTask

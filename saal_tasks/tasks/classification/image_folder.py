@@ -9,7 +9,7 @@ from mmengine.logging import print_log
 
 from ...core.errors import ConfigError
 from ...registry import DATASETS
-from .datasets import ClassificationData, DatasetNotFoundError
+from .data import ClassificationData, DatasetNotFoundError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 

@@ -87,8 +87,9 @@ def _label(value: Any, class_names: Sequence[str], where: str) -> int:
         return class_names.index(text)
     if re.fullmatch(r'-?\d+', text):
         return int(text)
+    shown = ', '.join(class_names[:10]) + (', ...' if len(class_names) > 10 else '')
     raise AnnotationError(f'{where}: label {text!r} is neither a class index nor a class name '
-                          f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''})")
+                          f'({shown})')
 
 
 def read_answers(path: Path, class_names: Sequence[str]) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from ...core.build import build_component
 from ...core.dist import rank_and_world
 from ...core.task import BaseTask
 from ...registry import DATASETS, MODELS, OPTIMIZERS, TASKS, TRAIN_EXTENSIONS
-from .datasets import ClassificationData
+from .data import ClassificationData, network_inputs, rows_of
 from .label_files import export_images, read_answers
 
 
@@ -66,10 +66,23 @@ class ClassificationTask(BaseTask):
             LL4AL's loss-prediction module). Empty: plain cross-entropy training.
     """
 
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'dataset': 'DATASETS', 'model': 'MODELS', 'optimizer': 'OPTIMIZERS',
+                       'train_extensions': 'TRAIN_EXTENSIONS'}
+    #: Options this class fills in when it builds those children (not required in configs).
+    config_injected = {'model': ('in_channels', 'num_classes'), 'optimizer': ('params',)}
+
     def __init__(self, dataset: dict, model: dict, optimizer: dict, epochs: int = 50,
                  batch_size: int = 64, eval_batch_size: int = 512, augment: bool = False,
                  device: str = 'cpu', dtype: str = 'float32', log_interval: int = 10,
                  train_extensions: Sequence[dict] = ()) -> None:
+        # Messages start with the option's name: the config boundary prefixes the key path.
+        for name, value in (('epochs', epochs), ('batch_size', batch_size),
+                            ('eval_batch_size', eval_batch_size), ('log_interval', log_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f'{name} must be an integer >= 1, got {value!r}')
+        if dtype not in ('float32', 'float64'):
+            raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.data: ClassificationData = build_component(DATASETS, dataset, 'task.dataset')
         if len(self.data.train_y) == 0:
             raise ConfigError(f'dataset {self.data.name} has no training samples: check '
@@ -91,25 +104,16 @@ class ClassificationTask(BaseTask):
             build_component(TRAIN_EXTENSIONS, ext, 'task.train_extensions[]')
             for ext in train_extensions]
 
-    def _rows(self, sample_ids: np.ndarray) -> torch.Tensor:
-        """Rows of ``train_x``/``train_y`` holding ``sample_ids``, as a tensor index ``[K]``."""
-        ids = np.asarray(sample_ids, dtype=np.int64)
-        rows = np.searchsorted(self._ids, ids)
-        if len(ids) and ((rows >= len(self._ids)) | (self._ids[np.minimum(
-                rows, len(self._ids) - 1)] != ids)).any():
-            raise KeyError(f'unknown sample ids for {self.data.name}')
-        return torch.from_numpy(rows)
-
     # ------------------------------------------------------------------ data
     def sample_ids(self) -> np.ndarray:
         return self._ids.copy()
 
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
-        ys = self.data.train_y[self._rows(sample_ids)]
+        ys = self.data.train_y[rows_of(self._ids, sample_ids, self.data.name)]
         return {int(i): int(y) for i, y in zip(sample_ids, ys)}
 
     def stratify_labels(self, sample_ids: np.ndarray) -> np.ndarray:
-        return self.data.train_y[self._rows(sample_ids)].numpy()
+        return self.data.train_y[rows_of(self._ids, sample_ids, self.data.name)].numpy()
 
     def validate_annotations(self, annotations: dict[int, Any]) -> None:
         for i, y in annotations.items():
@@ -128,15 +132,14 @@ class ClassificationTask(BaseTask):
     def decode_annotation(self, value: Any) -> int:
         return int(value)
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.data.normalize(x).to(device=self.device, dtype=self.dtype)
-
     def pool_batches(self, sample_ids: np.ndarray,
                      batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         ids = np.asarray(sample_ids, dtype=np.int64)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
-            yield chunk, self._inputs(self.data.train_x[self._rows(chunk)])
+            rows = rows_of(self._ids, chunk, self.data.name)
+            yield chunk, network_inputs(self.data, self.data.train_x[rows], self.device,
+                                        self.dtype)
 
     # ------------------------------------------------------------------ model
     def build_model(self, seed: int) -> nn.Module:
@@ -148,7 +151,8 @@ class ClassificationTask(BaseTask):
             torch.manual_seed(seed)
             model = MODELS.build(cfg).to(device=self.device, dtype=self.dtype)
             if self.train_extensions:
-                example = self._inputs(self.data.train_x[:2])
+                example = network_inputs(self.data, self.data.train_x[:2], self.device,
+                                         self.dtype)
                 for extension in self.train_extensions:
                     extension.extend_model(model, example)
         return model.to(device=self.device, dtype=self.dtype)
@@ -157,7 +161,7 @@ class ClassificationTask(BaseTask):
         missing = [int(i) for i in labeled_ids if int(i) not in self._labels]
         if missing:
             raise ValueError(f'no annotation for labeled samples {missing[:5]}')
-        ids = self._rows(labeled_ids)
+        ids = rows_of(self._ids, labeled_ids, self.data.name)
         x_all = self.data.train_x[ids]
         y_all = torch.tensor([self._labels[int(i)] for i in labeled_ids], dtype=torch.long)
         generator = torch.Generator().manual_seed(seed)
@@ -180,7 +184,7 @@ class ClassificationTask(BaseTask):
                     if len(idx) < world_size:
                         continue  # every rank must take part in each step
                     idx = idx.tensor_split(world_size)[rank]
-                x = self._inputs(x_all[idx])
+                x = network_inputs(self.data, x_all[idx], self.device, self.dtype)
                 if self.augment:
                     x = random_crop_flip(x, generator)
                 y = y_all[idx].to(self.device)
@@ -214,7 +218,8 @@ class ClassificationTask(BaseTask):
         model.eval()
         correct = 0
         for s in range(0, len(self.data.test_y), self.eval_batch_size):
-            x = self._inputs(self.data.test_x[s:s + self.eval_batch_size])
+            x = network_inputs(self.data, self.data.test_x[s:s + self.eval_batch_size],
+                               self.device, self.dtype)
             pred = model(x).argmax(dim=1).cpu()
             correct += int((pred == self.data.test_y[s:s + self.eval_batch_size]).sum())
         return {'accuracy': 100.0 * correct / len(self.data.test_y)}
@@ -250,15 +255,11 @@ class ClassificationTask(BaseTask):
         return (residual[:, :, None] * features[:, None, :]).flatten(1)
 
     # ------------------------------------------------------------------ label files
-    def class_names(self) -> list[str]:
-        """Names of the classes (their indices as text when the dataset has no names)."""
-        return [str(i) for i in range(self.data.num_classes)]
-
     def export_query(self, sample_ids: np.ndarray, folder: Path) -> None:
         """Write the queried images as PNGs and ``query.csv`` (see ``label_files``)."""
-        export_images(self.data.train_x[self._rows(sample_ids)], sample_ids,
-                      self.data.max_value, folder)
+        rows = rows_of(self._ids, sample_ids, self.data.name)
+        export_images(self.data.train_x[rows], sample_ids, self.data.max_value, folder)
 
     def read_answers(self, path: Path) -> list[tuple[int, int]]:
         """``(sample_id, class)`` pairs from a CSV or JSON answers file."""
-        return read_answers(path, self.class_names())
+        return read_answers(path, self.data.class_names)

@@ -1,17 +1,24 @@
-"""Object detection (SSD on PASCAL VOC with mmdet 3): the task adapter and its baselines.
+"""Object detection with mmdet 3 SSD detectors (SSD heads only, for now) on PASCAL VOC.
+
+The task adapter, its data and box losses, and the detection baselines. Other detectors are
+refused when the task is built (``task.model.bbox_head.type`` must be ``'SSDHead'``): the box
+losses, detections and BADGE features are computed from SSD's head.
 
 Modules:
     task: ``DetectionTask``, the adapter (registered in ``TASKS``).
     scorers: the box-entropy baseline for detection (registered in ``SCORERS``).
-    ssd_units: SSD detections with their source anchors, per-box classification losses.
-    voc_pool: the pool keyed by image id and the labeled-subset dataset.
-    voc_demo: the generator of the VOC-layout demo dataset (numpy and OpenCV only).
-    runtime: running mmengine's Runner inside a loop without global side effects.
+    losses: SSD detections with their source anchors, per-box classification losses, BADGE
+        embeddings.
+    data: the pool keyed by image id, the labeled-subset dataset, dataloader configs.
+    label_files: COCO-format queries for people and their answers.
+    demo: the generator of the VOC-layout demo dataset (numpy and OpenCV only).
 
-Nothing here is imported by ``saal_tasks.tasks``: configs name ``task`` and ``scorers`` in
-``custom_imports``, so the core and classification run without mmdet. The modules that
-import mmdet first call :func:`saal_tasks.mmcv_ops_fallback.ensure_mmcv_ops`, because mmdet
-imports ``mmcv.ops`` at import time. Names below are imported on first access.
+Running mmengine's Runner inside a loop without global side effects is in
+:mod:`saal_tasks.compat.mmengine_runtime`. Nothing here is imported by ``saal_tasks.tasks``:
+configs name ``task`` and ``scorers`` in ``custom_imports``, so the core and classification
+run without mmdet. The modules that import mmdet first call
+:func:`saal_tasks.compat.mmcv_ops.ensure_mmcv_ops`, because mmdet imports ``mmcv.ops`` at
+import time. Names below are imported on first access.
 """
 from __future__ import annotations
 
@@ -21,11 +28,11 @@ from typing import Any
 _LAZY = {
     'DetectionTask': '.task',
     'BoxEntropyScorer': '.scorers',
-    'ImagePool': '.voc_pool',
-    'LabeledSubset': '.voc_pool',
-    'encode_sample_id': '.voc_pool',
-    'DEMO_CLASSES': '.voc_demo',
-    'write_voc_demo': '.voc_demo',
+    'ImagePool': '.data',
+    'LabeledSubset': '.data',
+    'encode_sample_id': '.data',
+    'DEMO_CLASSES': '.demo',
+    'write_voc_demo': '.demo',
 }
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ...registry import SCORERS
-from ...scorers.base import BaseScorer, ScoreResult
-from .ssd_units import box_entropies
+from ...core.scorer import BaseScorer, ScoreResult
+from .losses import box_entropies
 
 AGGREGATIONS = ('sum', 'max', 'mean')
 
@@ -45,7 +45,7 @@ class BoxEntropyScorer(BaseScorer):
         self.batch_size = batch_size
         self.aggregate = aggregate
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         scores, units, num_boxes = [], [], []
         start, last = time.perf_counter(), [0]
         with torch.no_grad():

@@ -1,18 +1,21 @@
 """Object detection as an active-learning task: an mmdet SSD, one unit per pseudo-box.
 
+Only SSD detectors (``SSDHead``) are supported for now: the box losses, detections and BADGE
+features below are computed from SSD's head.
+
 The adapter answers :class:`~saal_tasks.core.BaseTask` with mmdet's own machinery:
 
 * **Pool**: the images of ``train_dataloader.dataset`` (wrappers such as
   ``RepeatDataset(ConcatDataset(...))`` are flattened), keyed by absolute ids derived from the
-  VOC image ids (:mod:`.voc_pool`).
+  VOC image ids (:mod:`.data`).
 * **Training**: an mmengine ``Runner`` with the config's optimizer, schedule, hooks and train
-  pipeline, on :class:`~.voc_pool.LabeledSubset` (exactly the labeled images, with the
+  pipeline, on :class:`~.data.LabeledSubset` (exactly the labeled images, with the
   oracle's annotations).
 * **Evaluation**: the config's ``test_dataloader`` and ``test_evaluator`` (VOC07 mAP with
   mmdet's ``VOCMetric``), as mmengine's test loop runs them.
 * **Scoring protocol**: ``pseudo_label`` = SSD's post-NMS detections scoring at least
   ``pseudo_score_thr``; ``loss_per_unit`` = each pseudo-box's classification loss
-  (:func:`.ssd_units.box_classification_losses`), normalised inside its image, ``[B, K]``
+  (:func:`.losses.box_classification_losses`), normalised inside its image, ``[B, K]``
   padded with exact zeros after each image's own ``K_i`` boxes (so sums over boxes are
   unaffected; use ``score_reduction='sum'``).
 """
@@ -39,21 +42,22 @@ from torch import nn
 from ...core.dist import broadcast_buffers, rank_and_world
 from ...core.errors import AnnotationError, ConfigError
 from ...core.task import BaseTask
-from ...mmcv_ops_fallback import active_path
+from ...compat.mmcv_ops import active_path
 from ...registry import TASKS
-# ssd_units makes mmcv.ops importable before anything imports mmdet.
-from .ssd_units import (anchor_cells, box_classification_losses, detect, head_forward,
-                        select_pseudo_boxes)
-from .runtime import (isolated_runner_globals, load_checkpoint_weights, preserved_global_rng,
-                      quiet_current_logger, safe_checkpoint_globals)
-from .voc_pool import ImagePool, LabeledSubset, flatten_dataset_cfg
+from ...compat.mmengine_runtime import (isolated_runner_globals, load_checkpoint_weights,
+                                        preserved_global_rng, quiet_current_logger,
+                                        safe_checkpoint_globals)
+# .losses makes mmcv.ops importable before anything imports mmdet.
+from .losses import (LevelProjections, badge_embeddings, batch_forward,
+                     box_classification_losses, detect, select_pseudo_boxes)
+from .data import ImagePool, LabeledSubset, flatten_dataset_cfg, labeled_loader_cfg, loader_cfg
 from .label_files import export_coco_query, predicted_boxes, read_coco_answers
 
-from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after ssd_units, see above)
+from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after .losses, see above)
 from mmdet.datasets import VOCDataset  # noqa: E402
 from mmdet.registry import DATASETS, MODELS  # noqa: E402
 
-#: Runner hooks the task switches off: the AL loop owns checkpoints (``train_mode``), and
+#: Runner hooks the task switches off: the AL loop owns checkpoints (its schedule), and
 #: drawing predictions is not part of a round.
 DISABLED_HOOKS = ('checkpoint', 'visualization')
 EMPTY_POLICIES = ('zero', 'top1')
@@ -154,7 +158,10 @@ def _param_versions(model: nn.Module) -> tuple[int, ...]:
 
 @TASKS.register_module()
 class DetectionTask(BaseTask):
-    """SSD detection on VOC-layout data, with box-sum SAAL units.
+    """Detection with mmdet 3 SSD detectors (SSD heads only, for now): box-sum SAAL units.
+
+    The pool is VOC-layout data; the units of an image are its pseudo-boxes (see
+    :meth:`pseudo_label`).
 
     The mmdet arguments take the values of mmdet's config keys of the same name (the configs
     in ``configs/det`` pass them from ``mmdet::pascal_voc/ssd300_voc0712.py``).
@@ -162,7 +169,7 @@ class DetectionTask(BaseTask):
     Args:
         model: mmdet detector config; its head must be an ``SSDHead``.
         train_dataloader: mmdet train dataloader config; its ``dataset`` defines the pool
-            and the training pipeline (wrappers are flattened; see :mod:`.voc_pool`).
+            and the training pipeline (wrappers are flattened; see :mod:`.data`).
         test_dataloader: Evaluation dataloader config (VOC2007 test in the paper).
         test_evaluator: Evaluator config (``VOCMetric``).
         optim_wrapper: Optimizer wrapper config.
@@ -238,7 +245,8 @@ class DetectionTask(BaseTask):
         self.runner_dir = runner_dir
         self.log_level = log_level
         self._annotations: dict[int, list[dict]] = {}
-        self._projections: dict[tuple[int, int], torch.Tensor] = {}
+        self._projections = (None if badge_feature_dim is None
+                             else LevelProjections(badge_feature_dim, badge_projection_seed))
         self._test_loader = None
 
         leaves = flatten_dataset_cfg(self.train_loader_cfg['dataset'])
@@ -326,19 +334,7 @@ class DetectionTask(BaseTask):
 
     def read_answers(self, path: Path) -> list[tuple[int, list[dict]]]:
         """Read a COCO file of answers (tools' exports; see ``label_files``)."""
-        return read_coco_answers(Path(path), self.pool.classes, self._image_size)
-
-    def _image_size(self, sample_id: int) -> tuple[int, int] | None:
-        """``(width, height)`` of a pool image, ``None`` for an id outside the pool."""
-        try:
-            info = self.pool.data_info(int(sample_id))
-        except KeyError:
-            return None
-        return int(info['width']), int(info['height'])
-
-    def labeled_dataset(self, labeled_ids: np.ndarray) -> LabeledSubset:
-        """The training dataset of ``labeled_ids`` (annotations from the oracle)."""
-        return LabeledSubset(self.pool, labeled_ids, self._annotations)
+        return read_coco_answers(Path(path), self.pool.classes, self.pool.image_size)
 
     # ------------------------------------------------------------------ model
     def build_model(self, seed: int) -> nn.Module:
@@ -355,14 +351,6 @@ class DetectionTask(BaseTask):
                       f'{len(unexpected)} unexpected keys)', logger='current')
         fix_ssd_head_loss_cls(model)
         return model
-
-    def _train_loader(self, labeled_ids: np.ndarray, seed: int) -> dict:
-        cfg = copy.deepcopy(self.train_loader_cfg)
-        cfg['dataset'] = self.labeled_dataset(labeled_ids)
-        cfg['sampler'] = dict(type='DefaultSampler', shuffle=True, seed=seed)
-        if not cfg.get('num_workers'):
-            cfg.pop('persistent_workers', None)
-        return cfg
 
     def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
         if len(labeled_ids) == 0:
@@ -382,7 +370,10 @@ class DetectionTask(BaseTask):
                         broadcast_buffers=False))
                     if distributed and not torch.cuda.is_available() else None,
                     model=model, work_dir=workdir,
-                    train_dataloader=self._train_loader(labeled_ids, seed),
+                    # Exactly the labeled images, with the oracle's annotations.
+                    train_dataloader=labeled_loader_cfg(
+                        self.train_loader_cfg,
+                        LabeledSubset(self.pool, labeled_ids, self._annotations), seed),
                     optim_wrapper=copy.deepcopy(self.optim_wrapper_cfg),
                     param_scheduler=copy.deepcopy(self.param_scheduler_cfg),
                     train_cfg=copy.deepcopy(self.train_cfg),
@@ -410,10 +401,8 @@ class DetectionTask(BaseTask):
         # Each DataLoader iteration draws its base seed from torch's global RNG.
         with DefaultScope.overwrite_default_scope('mmdet'), preserved_global_rng():
             if self._test_loader is None:
-                cfg = copy.deepcopy(self.test_loader_cfg)
-                if not cfg.get('num_workers'):
-                    cfg.pop('persistent_workers', None)
-                self._test_loader = Runner.build_dataloader(cfg, seed=0)
+                self._test_loader = Runner.build_dataloader(loader_cfg(self.test_loader_cfg),
+                                                            seed=0)
             evaluator = Evaluator(copy.deepcopy(self.test_evaluator_cfg))
             meta = dict(self._test_loader.dataset.metainfo)
             if tuple(meta['classes']) != tuple(VOCDataset.METAINFO['classes']):
@@ -450,16 +439,11 @@ class DetectionTask(BaseTask):
     def batch_size_of(self, inputs: dict) -> int:
         return len(inputs['inputs'])
 
-    def _forward(self, model: nn.Module, inputs: dict, with_boxes: bool):
-        data = model.data_preprocessor(inputs, False)
-        shapes = [tuple(s.metainfo['img_shape'][:2]) for s in data['data_samples']]
-        return head_forward(model, data['inputs'], shapes, with_boxes=with_boxes)
-
     def detections(self, model: nn.Module, inputs: dict) -> list:
         """SSD's post-NMS detections of each image with their source anchors
-        (:func:`.ssd_units.detect`), in network-input pixels."""
+        (:func:`.losses.detect`), in network-input pixels."""
         with torch.no_grad():
-            out = self._forward(model, inputs, with_boxes=True)
+            out = batch_forward(model, inputs, with_boxes=True)
             return [detect(model.bbox_head, out, i) for i in range(len(out.img_shapes))]
 
     def pseudo_boxes(self, model: nn.Module, inputs: dict) -> list:
@@ -482,7 +466,7 @@ class DetectionTask(BaseTask):
         if not self.share_forward:
             return PseudoBoxes(self.pseudo_boxes(model, inputs))
         with torch.enable_grad():
-            out = self._forward(model, inputs, with_boxes=True)
+            out = batch_forward(model, inputs, with_boxes=True)
         with torch.no_grad():
             boxes = PseudoBoxes(
                 select_pseudo_boxes(detect(model.bbox_head, out, i), self.pseudo_score_thr,
@@ -499,26 +483,15 @@ class DetectionTask(BaseTask):
             out = shared.out
             targets.forward = None  # its graph serves one backward pass
         else:
-            out = self._forward(model, inputs, with_boxes=False)
+            out = batch_forward(model, inputs, with_boxes=False)
         rows = [box_classification_losses(model.bbox_head, out.cls_logits[i], out.priors,
                                           t.bboxes, t.labels).per_box
                 for i, t in enumerate(targets)]
         width = max(r.numel() for r in rows)
         return torch.stack([torch.cat([r, r.new_zeros(width - r.numel())]) for r in rows])
 
-    def _projection(self, level_channels: int, dim: int) -> torch.Tensor:
-        key = (level_channels, dim)
-        if key not in self._projections:
-            gen = torch.Generator().manual_seed(self.badge_projection_seed * 7919 + level_channels)
-            self._projections[key] = torch.randn(dim, level_channels, generator=gen) / dim ** 0.5
-        return self._projections[key]
-
-    def embed(self, model: nn.Module, inputs: dict) -> torch.Tensor:
-        """The detection embedding for diversity selectors: :meth:`gradient_embedding`."""
-        return self.gradient_embedding(model, inputs)
-
     def gradient_embedding(self, model: nn.Module, inputs: dict) -> torch.Tensor:
-        """BADGE gradient embeddings, ``[B, D]``.
+        """BADGE gradient embeddings, ``[B, D]`` (:func:`.losses.badge_embeddings`).
 
         For a pseudo-box with class distribution ``p`` (source anchor, background included),
         pseudo-label ``ŷ`` and feature vector ``h`` (the neck feature at the source anchor's
@@ -528,32 +501,13 @@ class DetectionTask(BaseTask):
         dimensions by a fixed random matrix). Images without pseudo-boxes embed to zero.
         """
         with torch.no_grad():
-            out = self._forward(model, inputs, with_boxes=True)
-            head = model.bbox_head
-            channels = [f.shape[1] for f in out.feats]
-            classes = head.cls_out_channels
-            if self.badge_feature_dim is None:
-                offsets = np.cumsum([0] + [classes * c for c in channels])
-                dim = int(offsets[-1])
-            else:
-                dim = classes * self.badge_feature_dim
-            rows = []
-            for i in range(len(out.img_shapes)):
-                boxes = select_pseudo_boxes(detect(head, out, i), self.pseudo_score_thr,
-                                            self.empty_policy)
-                emb = out.cls_logits.new_zeros(dim)
-                grads = boxes.probs.clone()
-                grads[torch.arange(len(boxes)), boxes.labels] -= 1.0
-                for g, (level, y, x) in zip(grads, anchor_cells(out, boxes.anchors)):
-                    h = out.feats[level][i, :, y, x]
-                    if self.badge_feature_dim is None:
-                        lo = int(offsets[level])
-                        emb[lo:lo + classes * channels[level]] += torch.outer(g, h).flatten()
-                    else:
-                        h = self._projection(channels[level], self.badge_feature_dim).to(h) @ h
-                        emb += torch.outer(g, h).flatten()
-                rows.append(emb)
-            return torch.stack(rows)
+            out = batch_forward(model, inputs, with_boxes=True)
+            return badge_embeddings(model.bbox_head, out, self.pseudo_score_thr,
+                                    self.empty_policy, self._projections)
+
+    def embed(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """The detection embedding for diversity selectors: :meth:`gradient_embedding`."""
+        return self.gradient_embedding(model, inputs)
 
 
 __all__ = ['DetectionTask', 'PseudoBoxes', 'fix_ssd_head_loss_cls']

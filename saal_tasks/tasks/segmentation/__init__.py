@@ -3,21 +3,24 @@
 Modules:
     task: ``SegmentationTask``, the adapter (registered in ``TASKS``): labeled source, target
         images as the pool, partial pixel annotations, in-run or per-round training.
+    training: ``SourceTargetTrainer``, the task's training recipe and iteration loop.
     annotations: revealed target pixels merged over rounds, and their compact persisted form.
     classes: the 16 shared classes and the SYNTHIA / Cityscapes id mappings (numpy only).
-    datasets: ``SynthiaDataset`` and ``Cityscapes16Dataset`` for mmseg, layout checks.
+    data: ``SynthiaDataset`` and ``Cityscapes16Dataset`` for mmseg, layout checks, and the
+        resized splits (``ImageSet``) and normalised batches the task trains and scores on.
     convert: raw label files -> 8-bit train-id files (used by tools/convert_seg_labels.py).
     metrics: mIoU over 16 and 13 classes with mmseg's IoU machinery.
-    models: DeepLab-v2 (ASPP sum head), DeepLab-v3+, and a tiny CPU model.
+    models: DeepLab-v2 (ASPP sum head), DeepLab-v3+, a tiny CPU model, and the task's
+        ``model=dict(arch=...)`` option (``model_config``).
     losses: RIPU's optional local-consistency and negative-learning terms.
-    demo_data: the generator of the small SYNTHIA/Cityscapes-layout demo (numpy + OpenCV).
+    demo: the generator of the small SYNTHIA/Cityscapes-layout demo (numpy + OpenCV).
 
 The acquisition pieces are task-agnostic and live with the core: region impurity and the
-pixel scorers in ``saal_tasks.scorers.region``, the region/pixel selector in
+pixel scorers in ``saal_tasks.tasks.segmentation.scorers``, the region/pixel selector in
 ``saal_tasks.selectors.region``. Nothing here is imported by ``saal_tasks.tasks``: configs
 name ``saal_tasks.tasks.segmentation.task`` in ``custom_imports``, so the core runs without
 mmseg. Modules importing mmseg first make ``mmcv.ops`` importable
-(:func:`saal_tasks.mmcv_ops_fallback.ensure_mmcv_ops`). Names below are imported on first
+(:func:`saal_tasks.compat.mmcv_ops.ensure_mmcv_ops`). Names below are imported on first
 access.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ _LAZY = {
     'SegmentationMeter': '.metrics',
     'metrics_from_confusion': '.metrics',
     'build_segmentor': '.models',
-    'write_seg_demo': '.demo_data',
+    'write_seg_demo': '.demo',
 }
 
 

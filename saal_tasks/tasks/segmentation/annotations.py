@@ -44,6 +44,39 @@ def decode_pixels(value: dict[str, Any]) -> dict[str, np.ndarray]:
     return {'units': units, 'labels': labels}
 
 
+def restrict_pixels(annotation: np.ndarray, units: np.ndarray) -> dict[str, np.ndarray]:
+    """The pixel annotation of ``units`` taken from a full label map.
+
+    Args:
+        annotation: A full train-id label map ``[H, W]`` (any shape whose flat order is the
+            pixel order).
+        units: Flat pixel indices ``[K]``.
+
+    Returns:
+        ``{'units': int64 [K], 'labels': [K]}``: the indices and their labels.
+    """
+    units = np.asarray(units, dtype=np.int64)
+    return {'units': units, 'labels': np.asarray(annotation).reshape(-1)[units]}
+
+
+class PixelAnnotationFormat:
+    """The pixel-annotation part of the task contract: how a revealed-pixel annotation is cut
+    from a full label map, persisted and read back (no task state needed)."""
+
+    def restrict_annotation(self, annotation: np.ndarray, units: np.ndarray
+                            ) -> dict[str, np.ndarray]:
+        """A full label map ``[H, W]`` restricted to flat pixel indices ``[K]``."""
+        return restrict_pixels(annotation, units)
+
+    def encode_annotation(self, annotation: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The persisted (JSON) form of a pixel annotation."""
+        return encode_pixels(annotation)
+
+    def decode_annotation(self, value: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Inverse of :meth:`encode_annotation`."""
+        return decode_pixels(value)
+
+
 class PixelLabels:
     """Revealed target pixels of every pool image, at one resolution.
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from saal_tasks.mmcv_ops_fallback import ensure_mmcv_ops
+from saal_tasks.compat.mmcv_ops import ensure_mmcv_ops
 
 from .classes import CLASSES13_INDICES, CLASSES16, IGNORE_INDEX, NUM_CLASSES
 

@@ -37,8 +37,8 @@ from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
 from ...core.errors import ConfigError
-from ...mmcv_ops_fallback import ensure_mmcv_ops
-from ..detection.runtime import quiet_current_logger
+from ...compat.mmcv_ops import ensure_mmcv_ops
+from ...compat.mmengine_runtime import quiet_current_logger
 
 ensure_mmcv_ops()  # before mmseg: mmseg imports mmcv.ops at import time
 
@@ -46,8 +46,9 @@ import mmseg.models  # noqa: E402,F401  (registers EncoderDecoder, ResNet, the h
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
-__all__ = ['ASPPSumHead', 'deeplab_v2', 'deeplab_v3plus', 'tiny', 'build_segmentor',
-           'load_backbone_weights', 'segment_logits', 'BACKBONE_WEIGHTS_KEY']
+__all__ = ['ARCHITECTURES', 'ASPPSumHead', 'deeplab_v2', 'deeplab_v3plus', 'tiny',
+           'build_segmentor', 'load_backbone_weights', 'model_config', 'segment_logits',
+           'BACKBONE_WEIGHTS_KEY']
 
 #: Top-level config key naming the backbone's ImageNet weights (popped by build_segmentor).
 BACKBONE_WEIGHTS_KEY = 'backbone_weights'
@@ -214,6 +215,34 @@ def tiny(num_classes: int = 16) -> dict:
         dict(type='ASPPSumHead', in_channels=128, in_index=0, num_classes=num_classes,
              dilations=(1, 2, 3, 4), align_corners=False, loss_decode=_ce()),
         None)
+
+
+#: Model builders a config can name with ``model=dict(arch=...)``.
+ARCHITECTURES = {'tiny': tiny, 'deeplab_v2': deeplab_v2, 'deeplab_v3plus': deeplab_v3plus}
+
+
+def model_config(model: Mapping[str, Any], num_classes: int) -> dict:
+    """The segmentor config of the task option ``model``.
+
+    Args:
+        model: ``dict(arch='tiny' | 'deeplab_v2' | 'deeplab_v3plus', **builder options)``, or
+            a full mmseg segmentor config (with ``type``), which is returned as is (a copy).
+        num_classes: Number of classes ``C`` passed to the builder.
+
+    Returns:
+        A config for :func:`build_segmentor`.
+
+    Raises:
+        ConfigError: ``arch`` names no builder of :data:`ARCHITECTURES`.
+    """
+    model = dict(model)
+    if 'type' in model:  # a full mmseg segmentor config
+        return model
+    arch = model.pop('arch', None)
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f'task.model.arch must be one of {sorted(ARCHITECTURES)}, got '
+                          f'{arch!r} (or give a full mmseg segmentor config with type)')
+    return ARCHITECTURES[arch](num_classes=num_classes, **model)
 
 
 def build_segmentor(cfg: Mapping[str, Any]) -> nn.Module:

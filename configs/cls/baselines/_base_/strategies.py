@@ -1,7 +1,6 @@
 # The strategies of the paper's Table 1 (and least confidence / margin), each a partial config
 # merged into a sweep's protocol by tools/benchmark_al.py: `scorer`, `selector`, optionally
 # `hooks` (appended to the run's hooks) and `task` (merged into the task config).
-# Strategies that read the labeled pool (Coreset, ProbCover, BADGE, VAAL) need PoolViewHook.
 # LL4AL's feature_layers name ResNet-18's stages; configs with another model override them.
 strategies = dict(
     saal=dict(
@@ -21,23 +20,20 @@ strategies = dict(
     margin=dict(scorer=dict(type='MarginScorer'), selector=dict(type='TopKSelector')),
     # Diversity-only selectors ignore the scores; RandomScorer is the cheapest placeholder.
     coreset=dict(scorer=dict(type='RandomScorer'),
-                 selector=dict(type='KCenterGreedySelector'),
-                 hooks=[dict(type='PoolViewHook')]),
-    badge=dict(scorer=dict(type='GradientNormScorer'), selector=dict(type='BADGESelector'),
-               hooks=[dict(type='PoolViewHook')]),
+                 selector=dict(type='KCenterGreedySelector')),
+    badge=dict(scorer=dict(type='GradientNormScorer'), selector=dict(type='BADGESelector')),
     ll4al=dict(
         scorer=dict(type='LossPredictionScorer'), selector=dict(type='TopKSelector'),
         task=dict(train_extensions=[
             dict(type='LossPredictionExtension',
                  feature_layers=['layer1', 'layer2', 'layer3', 'layer4'])])),
     vaal=dict(scorer=dict(type='VAALScorer', vae=dict(type='ConvVAE'), iterations=1000),
-              selector=dict(type='TopKSelector'), hooks=[dict(type='PoolViewHook')]),
+              selector=dict(type='TopKSelector')),
     # No self-supervised encoder ships here: ProbCover embeds with the current model's
     # features (ModelFeatures). Set selector.embedding=dict(type='PrecomputedEmbedding',
     # path=...) to use SimCLR features computed offline, as the paper does.
     probcover=dict(scorer=dict(type='RandomScorer'),
-                   selector=dict(type='ProbCoverSelector', num_clusters=10),
-                   hooks=[dict(type='PoolViewHook')]),
+                   selector=dict(type='ProbCoverSelector', num_clusters=10)),
 )
 
 # Defaults of tools/benchmark_al.py: every strategy, both optimizers, names for the report.

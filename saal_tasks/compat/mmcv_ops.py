@@ -75,7 +75,7 @@ class _FallbackExt(types.ModuleType):
 
     def __init__(self) -> None:
         super().__init__('mmcv._ext', 'torchvision stand-in for mmcv._ext '
-                         '(saal_tasks.mmcv_ops_fallback)')
+                         '(saal_tasks.compat.mmcv_ops)')
         # A spec without a loader: importlib and mmengine's mmcv_full_available() then see
         # "no compiled mmcv" (True to fact) instead of failing on a module with no spec.
         self.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None)

@@ -9,17 +9,22 @@
   of ONE image, normalised within that image (see its docstring), so a box's loss never
   depends on the other images of a batch — unlike mmdet's ``SSDHead.loss``, which divides by
   the positives of the whole batch.
+* :func:`badge_embeddings` is BADGE's gradient embedding of an image: the sum over its
+  pseudo-boxes of ``(p − e_ŷ) ⊗ h``, with ``h`` the neck feature behind each box (optionally
+  projected by :class:`LevelProjections`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ...mmcv_ops_fallback import ensure_mmcv_ops
+from ...compat.mmcv_ops import ensure_mmcv_ops
 
 ensure_mmcv_ops()  # before mmdet and mmcv.ops: mmdet imports mmcv.ops at import time
 
@@ -83,6 +88,23 @@ def head_forward(model: torch.nn.Module, batch_inputs: Tensor, img_shapes: list[
     return HeadOutput(feats=feats, cls_logits=torch.cat(logits, dim=1), bbox_deltas=deltas,
                       priors=torch.cat(priors), level_sizes=level_sizes, level_starts=starts,
                       num_base_priors=list(head.num_base_priors), img_shapes=list(img_shapes))
+
+
+def batch_forward(model: torch.nn.Module, inputs: dict, with_boxes: bool) -> HeadOutput:
+    """:func:`head_forward` of a collated batch, through the model's data preprocessor.
+
+    Args:
+        model: An mmdet ``SingleStageDetector`` with an ``SSDHead``.
+        inputs: A batch as the task's ``pool_batches`` yields it
+            (``{'inputs': [...], 'data_samples': [...]}``).
+        with_boxes: Also run the regression branch.
+
+    Returns:
+        The flattened outputs, for the network-input shapes of the preprocessed images.
+    """
+    data = model.data_preprocessor(inputs, False)
+    shapes = [tuple(s.metainfo['img_shape'][:2]) for s in data['data_samples']]
+    return head_forward(model, data['inputs'], shapes, with_boxes=with_boxes)
 
 
 def detect(head: torch.nn.Module, out: HeadOutput, index: int,
@@ -246,5 +268,77 @@ def anchor_cells(out: HeadOutput, anchors: Tensor) -> list[tuple[int, int, int]]
     return cells
 
 
-__all__ = ['BoxLosses', 'HeadOutput', 'anchor_cells', 'box_classification_losses',
-           'box_entropies', 'detect', 'head_forward', 'select_pseudo_boxes']
+class LevelProjections:
+    """Fixed random projections of neck features to ``dim`` dimensions, one per width.
+
+    The matrix for ``C_l`` channels is ``randn(dim, C_l) / sqrt(dim)`` from a generator
+    seeded with ``seed * 7919 + C_l``, drawn once and kept.
+
+    Args:
+        dim: Dimensions ``D`` of the projected features.
+        seed: Seed of the matrices.
+    """
+
+    def __init__(self, dim: int, seed: int) -> None:
+        self.dim = dim
+        self.seed = seed
+        self._matrices: dict[int, Tensor] = {}
+
+    def __call__(self, level_channels: int) -> Tensor:
+        """The projection ``[D, C_l]`` of features with ``level_channels`` channels."""
+        if level_channels not in self._matrices:
+            gen = torch.Generator().manual_seed(self.seed * 7919 + level_channels)
+            self._matrices[level_channels] = (torch.randn(self.dim, level_channels,
+                                                          generator=gen) / self.dim ** 0.5)
+        return self._matrices[level_channels]
+
+
+def badge_embeddings(head: Any, out: HeadOutput, score_thr: float, empty_policy: str,
+                     projections: LevelProjections | None = None) -> Tensor:
+    """BADGE gradient embeddings of the images of a batch, ``[B, E]``.
+
+    Each pseudo-box (:func:`select_pseudo_boxes` of :func:`detect`) with source-anchor class
+    distribution ``p`` (background included), pseudo-label ``ŷ`` and neck feature ``h`` at
+    its anchor's cell adds ``(p − e_ŷ) ⊗ h`` to its image's embedding, each level in its own
+    block (``E = (C + 1) × sum of level channels``), or, with ``projections``, every level's
+    ``h`` projected to ``D`` dimensions (``E = (C + 1) × D``). Images without pseudo-boxes
+    embed to zero.
+
+    Args:
+        head: The ``SSDHead``.
+        out: Outputs of :func:`head_forward` with boxes.
+        score_thr: Minimum detection score of a pseudo-box.
+        empty_policy: See :func:`select_pseudo_boxes`.
+        projections: Projections of the features; ``None`` keeps the exact blocks.
+
+    Returns:
+        One row per image, ``[B, E]``.
+    """
+    channels = [f.shape[1] for f in out.feats]
+    classes = head.cls_out_channels
+    if projections is None:
+        offsets = np.cumsum([0] + [classes * c for c in channels])
+        dim = int(offsets[-1])
+    else:
+        dim = classes * projections.dim
+    rows = []
+    for i in range(len(out.img_shapes)):
+        boxes = select_pseudo_boxes(detect(head, out, i), score_thr, empty_policy)
+        emb = out.cls_logits.new_zeros(dim)
+        grads = boxes.probs.clone()
+        grads[torch.arange(len(boxes)), boxes.labels] -= 1.0
+        for g, (level, y, x) in zip(grads, anchor_cells(out, boxes.anchors)):
+            h = out.feats[level][i, :, y, x]
+            if projections is None:
+                lo = int(offsets[level])
+                emb[lo:lo + classes * channels[level]] += torch.outer(g, h).flatten()
+            else:
+                h = projections(channels[level]).to(h) @ h
+                emb += torch.outer(g, h).flatten()
+        rows.append(emb)
+    return torch.stack(rows)
+
+
+__all__ = ['BoxLosses', 'HeadOutput', 'LevelProjections', 'anchor_cells', 'badge_embeddings',
+           'batch_forward', 'box_classification_losses', 'box_entropies', 'detect',
+           'head_forward', 'select_pseudo_boxes']

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import StateCorruptedError
-from .io import atomic_write_json, sha256_file
+from ..core.errors import StateCorruptedError
+from ..core.io import atomic_write_json, sha256_file
 
 #: Stages of a round, in order. Rounds that do not acquire (the last) skip the middle three.
 STAGES = ('train', 'evaluate', 'score', 'select', 'label', 'commit')

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.build import build_component
-from ..core.errors import ConfigError
-from ..registry import SCORERS
-from .base import BaseScorer, ScoreResult, ids_in_order
+from ...core.build import build_component
+from ...core.errors import ConfigError
+from ...core.scorer import BaseScorer, ScoreResult, ids_in_order
+from ...registry import SCORERS
 
 
 def _check_radius(k: int) -> int:
@@ -137,7 +137,7 @@ class PixelEntropyScorer(BaseScorer):
         super().__init__(log_interval=log_interval)
         self.batch_size = _check_batch_size(batch_size)
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         out_ids, scores, maps, targets = [], [], [], []
         start, last = time.perf_counter(), [0]
         with torch.no_grad():
@@ -188,7 +188,7 @@ class RandomPixelScorer(BaseScorer):
         super().__init__(log_interval=log_interval)
         self.batch_size = _check_batch_size(batch_size)
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         key = int(rng.integers(2 ** 63))
         out_ids, maps = [], []
         start, last = time.perf_counter(), [0]
@@ -229,6 +229,9 @@ class RegionImpurityScorer(BaseScorer):
         log_interval: Progress output every this many samples.
     """
 
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'pixel_scorer': 'SCORERS'}
+
     def __init__(self, pixel_scorer: dict, k: int = 1, window_average: bool = False,
                  num_classes: int | None = None, log_interval: int = 500) -> None:
         super().__init__(log_interval=log_interval)
@@ -252,7 +255,7 @@ class RegionImpurityScorer(BaseScorer):
                               'RegionImpurityScorer(num_classes=...)')
         return int(num)
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         num_classes = self._classes(task)
         inner = self.pixel_scorer.score(task, model, sample_ids, rng)
         name = type(self.pixel_scorer).__name__

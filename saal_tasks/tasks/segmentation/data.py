@@ -7,6 +7,9 @@ training set. Cityscapes ``train`` is the target pool and ``val`` the evaluation
 
 Importing this module registers ``SynthiaDataset`` and ``Cityscapes16Dataset`` in mmseg's
 ``DATASETS`` registry (configs name them with ``custom_imports``).
+
+:class:`ImageSet` serves one split's samples resized to the task's resolution, and
+:func:`to_tensor` / :func:`load_batch` turn them into normalised training and scoring batches.
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from saal_tasks.core.errors import ConfigError
-from saal_tasks.mmcv_ops_fallback import ensure_mmcv_ops
+from saal_tasks.compat.mmcv_ops import ensure_mmcv_ops
 
+from .annotations import PixelLabels
 from .classes import CLASSES16, PALETTE16
 from .convert import (CITYSCAPES_IMG_DIR, CITYSCAPES_IMG_SUFFIX, CITYSCAPES_LABEL_DIR,
                       CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_RAW_SUFFIX, CONVERT_COMMAND,
@@ -30,8 +35,9 @@ from mmseg.datasets import BaseSegDataset, CityscapesDataset  # noqa: E402
 from mmseg.registry import DATASETS  # noqa: E402
 
 __all__ = [
-    'Cityscapes16Dataset', 'DATASET_KINDS', 'DEMO_HINT', 'SynthiaDataset', 'build_seg_dataset',
-    'check_layout', 'cityscapes_prefix', 'read_sample', 'sample_names'
+    'Cityscapes16Dataset', 'DATASET_KINDS', 'DEMO_HINT', 'ImageSet', 'MEAN', 'STD',
+    'SynthiaDataset', 'build_seg_dataset', 'check_layout', 'cityscapes_prefix', 'load_batch',
+    'read_sample', 'sample_names', 'to_tensor'
 ]
 
 #: Values of ``kind`` in :func:`check_layout` and :func:`build_seg_dataset`.
@@ -39,6 +45,10 @@ DATASET_KINDS = ('synthia', 'cityscapes')
 #: How to get data when there is none (named in errors).
 DEMO_HINT = ('for a small generated stand-in in the same layout run `make demo-seg` '
              '(python tools/make_seg_demo.py, data in data/seg_demo/)')
+
+#: ImageNet statistics (RGB, 0..255) the ResNet backbones expect.
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
 
 _METAINFO16 = dict(classes=CLASSES16, palette=[list(colour) for colour in PALETTE16])
 
@@ -245,3 +255,106 @@ def sample_names(dataset: BaseSegDataset) -> list[str]:
     cut = len(dataset.img_suffix)
     return [os.path.basename(dataset.get_data_info(i)['img_path'])[:-cut]
             for i in range(len(dataset))]
+
+
+class ImageSet:
+    """Images and train-id labels of one dataset split, resized to one size.
+
+    Args:
+        dataset: Dataset config ``dict(kind=..., data_root=..., split=...)``.
+        size: ``(height, width)`` the images (bilinear) and labels (nearest) are resized to.
+        cache: Keep decoded, resized samples in memory (small data); otherwise read the files
+            on every access.
+        limit: Use only the first ``limit`` samples (quick evaluation); ``None`` = all.
+    """
+
+    def __init__(self, dataset: dict, size: tuple[int, int], cache: bool = True,
+                 limit: int | None = None) -> None:
+        import cv2  # noqa: F401  (fail early: reading needs OpenCV)
+        self.spec = dict(dataset)
+        if 'kind' not in self.spec or 'data_root' not in self.spec:
+            raise ConfigError(f"a segmentation dataset needs kind and data_root, got {dataset}: "
+                              "e.g. dict(kind='cityscapes', data_root='data/cityscapes', "
+                              "split='train')")
+        self.dataset = build_seg_dataset(self.spec['kind'], self.spec['data_root'],
+                                         self.spec.get('split'))
+        self.size = (int(size[0]), int(size[1]))
+        self.length = len(self.dataset) if limit is None else min(limit, len(self.dataset))
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._eval_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``[h, w, 3]`` uint8 RGB and label ``[h, w]`` at the files' resolution."""
+        return read_sample(self.dataset, index)
+
+    def _resized(self, array: np.ndarray, interpolation: int) -> np.ndarray:
+        import cv2
+        height, width = self.size
+        if array.shape[:2] == (height, width):
+            return array
+        return cv2.resize(array, (width, height), interpolation=interpolation)
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Resized image ``[H, W, 3]`` uint8 and label ``[H, W]`` uint8."""
+        if index in self._cache:
+            return self._cache[index]
+        import cv2
+        image, label = self.raw(index)
+        pair = (self._resized(image, cv2.INTER_LINEAR), self._resized(label, cv2.INTER_NEAREST))
+        if self.cache:
+            self._cache[index] = pair
+        return pair
+
+    def for_evaluation(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Resized image ``[H, W, 3]`` and the label at the file's resolution ``[h, w]``.
+
+        Read once per call (or once per run with ``cache``): evaluation predicts at the
+        task's size and scores at the label's own size.
+        """
+        if index in self._eval_cache:
+            return self._eval_cache[index]
+        import cv2
+        image, label = self.raw(index)
+        pair = (self._resized(image, cv2.INTER_LINEAR), label)
+        if self.cache:
+            self._eval_cache[index] = pair
+        return pair
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """Stack uint8 RGB images ``[H, W, 3]`` into a normalised float batch ``[B, 3, H, W]``."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def load_batch(images: ImageSet, indices: np.ndarray, flips: np.ndarray,
+               revealed: PixelLabels | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch of ``images``, each optionally flipped horizontally.
+
+    Args:
+        images: The split to read.
+        indices: Sample indices in ``images``, shape ``[B]``.
+        flips: Whether to flip each sample, bool ``[B]``.
+        revealed: For target batches, the revealed pixels: labels are then the training
+            targets of :meth:`PixelLabels.targets` (255 where not revealed) instead of the
+            split's full labels.
+
+    Returns:
+        Normalised images ``[B, 3, H, W]`` (float32) and labels ``[B, H, W]`` (int64).
+    """
+    pictures, labels = [], []
+    for index, flip in zip(indices, flips):
+        image, label = images.get(int(index))
+        if revealed is not None:
+            label = revealed.targets(int(index)).reshape(images.size)
+        if flip:
+            image, label = image[:, ::-1], label[:, ::-1]
+        pictures.append(np.ascontiguousarray(image))
+        labels.append(np.ascontiguousarray(label))
+    return to_tensor(pictures), torch.from_numpy(np.stack(labels)).long()

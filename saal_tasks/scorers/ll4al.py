@@ -22,7 +22,7 @@ from torch import nn
 from ..core.errors import ConfigError
 from ..core.task import TrainExtension
 from ..registry import SCORERS, TRAIN_EXTENSIONS
-from ..scorers.base import BaseScorer, ScoreResult
+from ..core.scorer import BaseScorer, ScoreResult
 
 
 def ranking_loss(predicted: torch.Tensor, target: torch.Tensor,
@@ -162,7 +162,7 @@ class LossPredictionScorer(BaseScorer):
         self.module_name = module_name
         self.batch_size = batch_size
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
         module = getattr(model, self.module_name, None)
         if not isinstance(module, LossPredictionModule):
             raise ConfigError(

@@ -1,20 +1,15 @@
-"""What every acquisition scorer returns, and the base class that runs it on a pool."""
+"""The scorer contract: what every acquisition scorer returns, and the base class that runs
+one on a pool subset."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 
 import numpy as np
-import torch
 from mmengine.logging import print_log
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    # Type hints only: importing saal_tasks.core here would import the loop, which imports
-    # this module (a cycle when saal_tasks.scorers is imported first).
-    from ..core.task import BaseTask
+from .task import BaseTask
 
 
 @dataclass
@@ -40,26 +35,6 @@ class ScoreResult:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def reduce_units(units: torch.Tensor, how: str) -> torch.Tensor:
-    """Reduce per-unit values ``[B, *U]`` to one value per sample ``[B]``.
-
-    Args:
-        units: Per-unit tensor; ``[B]`` passes through unchanged.
-        how: ``'sum'`` or ``'mean'`` over the unit dimensions.
-    """
-    if units.dim() == 1:
-        return units
-    flat = units.reshape(units.shape[0], -1)
-    return flat.sum(dim=1) if how == 'sum' else flat.mean(dim=1)
-
-
-def check_reduction(name: str, value: str) -> str:
-    """Validate a unit-reduction option at construction time (one clear line on a typo)."""
-    if value not in ('sum', 'mean'):
-        raise ValueError(f"{name} must be 'sum' or 'mean', got {value!r}")
-    return value
-
-
 class BaseScorer:
     """Scores samples of the pool; subclasses implement :meth:`_score`.
 
@@ -75,7 +50,7 @@ class BaseScorer:
         self.log_interval = log_interval
 
     def score(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
-              rng: np.random.Generator) -> ScoreResult:
+              rng: np.random.Generator, labeled_ids: np.ndarray | None = None) -> ScoreResult:
         """Score ``sample_ids`` with ``model``.
 
         Args:
@@ -83,6 +58,8 @@ class BaseScorer:
             model: Trained model; its parameters are unchanged on return.
             sample_ids: Ids to score, shape ``[N]``.
             rng: Generator for scorers that draw random numbers.
+            labeled_ids: Ids labeled so far, ``[L]``, for scorers that contrast the labeled
+                and unlabeled pools (VAAL); the loop always passes them.
 
         Returns:
             A :class:`ScoreResult` aligned with ``sample_ids``.
@@ -91,14 +68,15 @@ class BaseScorer:
         model.eval()
         start = time.perf_counter()
         try:
-            result = self._score(task, model, np.asarray(sample_ids, dtype=np.int64), rng)
+            result = self._score(task, model, np.asarray(sample_ids, dtype=np.int64), rng,
+                                 labeled_ids)
         finally:
             model.train(was_training)
         result.seconds = time.perf_counter() - start
         return result
 
     def _score(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
-               rng: np.random.Generator) -> ScoreResult:
+               rng: np.random.Generator, labeled_ids: np.ndarray | None) -> ScoreResult:
         raise NotImplementedError
 
     def _progress(self, done: int, total: int, start: float, last: list[int]) -> None:
@@ -110,7 +88,7 @@ class BaseScorer:
                       logger='current')
 
 
-def ids_in_order(task: 'BaseTask', batches: list[np.ndarray],
+def ids_in_order(task: BaseTask, batches: list[np.ndarray],
                  sample_ids: np.ndarray) -> np.ndarray:
     """The ids of a scorer's batches, concatenated; they must be ``sample_ids`` in order.
 
@@ -121,9 +99,3 @@ def ids_in_order(task: 'BaseTask', batches: list[np.ndarray],
     if not np.array_equal(ids, sample_ids):
         raise RuntimeError(f'{type(task).__name__}.pool_batches changed the order of ids')
     return ids
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """Detach a tensor to a float64 numpy array."""
-    return t.detach().to(torch.float64).cpu().numpy()
-

@@ -7,7 +7,9 @@ look labeled. Unlabeled samples the discriminator is surest are unlabeled are th
 represented by the labeled set: the score is ``1 − D(μ(x))``.
 
 The networks are independent of the task model (as in the paper); only the inputs come from
-the task (``pool_batches``). Needs ``dict(type='PoolViewHook')`` in the config's hooks.
+the task (``pool_batches``). The scorer needs the labeled ids (``labeled_ids`` of
+:meth:`~saal_tasks.core.scorer.BaseScorer.score`, which the loop passes); the unlabeled
+samples are the task's other samples.
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..core.scorer import BaseScorer, ScoreResult
+from ..core.task import BaseTask
 from ..registry import MODELS, SCORERS
-from ..scorers.base import BaseScorer, ScoreResult
-from .context import PoolAware
 
 
 @MODELS.register_module()
@@ -131,8 +133,11 @@ def vae_loss(vae: nn.Module, x: torch.Tensor, beta: float,
 
 
 @SCORERS.register_module()
-class VAALScorer(PoolAware, BaseScorer):
+class VAALScorer(BaseScorer):
     """VAAL's acquisition score ``1 − D(μ(x))``, networks retrained every round.
+
+    The networks are trained on the labeled ids passed to :meth:`score` (``labeled_ids``)
+    against the task's other samples, ``setdiff(task.sample_ids(), labeled_ids)`` (sorted).
 
     Args:
         vae: Config of the VAE (``MLPVAE`` or ``ConvVAE``; ``input_shape`` is filled in).
@@ -144,6 +149,11 @@ class VAALScorer(PoolAware, BaseScorer):
         beta: Weight of the KL term (paper: 1).
         adversary_weight: Weight of the VAE's adversarial term (paper: 1).
     """
+
+    #: Options built from component dicts, and their registries (checked config boundary).
+    config_children = {'vae': 'MODELS'}
+    #: Options this class fills in when it builds those children (not required in configs).
+    config_injected = {'vae': ('input_shape',)}
 
     def __init__(self, vae: dict | None = None, discriminator_hidden: int = 512,
                  iterations: int = 300, batch_size: int = 64, lr_vae: float = 5e-4,
@@ -161,12 +171,22 @@ class VAALScorer(PoolAware, BaseScorer):
         self.beta = beta
         self.adversary_weight = adversary_weight
 
-    def _inputs(self, task, ids: np.ndarray) -> torch.Tensor:
+    def _inputs(self, task: BaseTask, ids: np.ndarray) -> torch.Tensor:
         return next(iter(task.pool_batches(ids, len(ids))))[1]
 
-    def fit(self, task, labeled: np.ndarray, unlabeled: np.ndarray,
+    def fit(self, task: BaseTask, labeled: np.ndarray, unlabeled: np.ndarray,
             rng: np.random.Generator) -> tuple[nn.Module, Discriminator]:
-        """Train a fresh VAE and discriminator; returns both in eval mode."""
+        """Train a fresh VAE and discriminator.
+
+        Args:
+            task: Gives the inputs (``pool_batches``).
+            labeled: Labeled ids, ``[L]``.
+            unlabeled: Unlabeled ids, ``[U]``.
+            rng: Generator of the batches and of the networks' seed.
+
+        Returns:
+            ``(vae, discriminator)``, both in eval mode.
+        """
         example = self._inputs(task, labeled[:1])
         seed = int(rng.integers(2**31 - 1))
         with torch.random.fork_rng(devices=[]):
@@ -205,9 +225,14 @@ class VAALScorer(PoolAware, BaseScorer):
             opt_disc.step()
         return vae.eval(), disc.eval()
 
-    def _score(self, task, model, sample_ids, rng) -> ScoreResult:
-        view = self.pool
-        labeled, unlabeled = view.labeled_ids(), view.unlabeled_ids()
+    def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:
+        if labeled_ids is None:
+            raise ConfigError(f'{type(self).__name__} needs the labeled ids (it trains on '
+                              'labeled versus unlabeled samples): the loop passes them; outside '
+                              'the loop call score(..., labeled_ids=...)')
+        # Sorted, as the pool state gives them: the draws of fit() depend on the order.
+        labeled = np.unique(np.asarray(labeled_ids, dtype=np.int64))
+        unlabeled = np.setdiff1d(np.asarray(task.sample_ids(), dtype=np.int64), labeled)
         vae, disc = self.fit(task, labeled, unlabeled, rng)
         scores = []
         with torch.no_grad():

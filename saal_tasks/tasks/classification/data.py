@@ -27,7 +27,7 @@ from saal_tasks.registry import DATASETS
 
 __all__ = [
     'ClassificationData', 'DatasetNotFoundError', 'DigitsData', 'CIFAR10Data',
-    'CIFAR100Data', 'FashionMNISTData', 'SVHNData'
+    'CIFAR100Data', 'FashionMNISTData', 'SVHNData', 'network_inputs', 'rows_of'
 ]
 
 
@@ -104,6 +104,11 @@ class ClassificationData:
         """Number of test images ``M``."""
         return int(self.test_y.shape[0])
 
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the classes (their indices as text: the datasets carry no names)."""
+        return [str(i) for i in range(self.num_classes)]
+
     def normalize(self, x: Tensor) -> Tensor:
         """Convert raw images to normalised float32 network inputs.
 
@@ -124,6 +129,44 @@ class ClassificationData:
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
         # Out-of-place throughout: never modify the caller's (possibly shared) tensor.
         return (x.to(torch.float32) / self.max_value - mean) / std
+
+
+def network_inputs(data: ClassificationData, x: Tensor, device: torch.device,
+                   dtype: torch.dtype) -> Tensor:
+    """Raw images of ``data`` as model inputs: normalised, on ``device``, in ``dtype``.
+
+    Args:
+        data: The dataset the images come from (its normalisation).
+        x: Raw images ``[B, C, H, W]``.
+        device: Device of the model.
+        dtype: Floating dtype of the model.
+
+    Returns:
+        ``[B, C, H, W]`` inputs.
+    """
+    return data.normalize(x).to(device=device, dtype=dtype)
+
+
+def rows_of(ids: np.ndarray, sample_ids: np.ndarray, name: str) -> Tensor:
+    """Positions of ``sample_ids`` in the sorted id array of a split.
+
+    Args:
+        ids: Sample id of each row, strictly increasing ``int64`` ``[N]``.
+        sample_ids: Ids to look up ``[K]``.
+        name: Dataset name, for the error.
+
+    Returns:
+        Row indices ``[K]`` (an int64 tensor, to index ``train_x`` / ``train_y``).
+
+    Raises:
+        KeyError: An id is not in ``ids``.
+    """
+    sample_ids = np.asarray(sample_ids, dtype=np.int64)
+    rows = np.searchsorted(ids, sample_ids)
+    if len(sample_ids) and ((rows >= len(ids)) | (ids[np.minimum(
+            rows, len(ids) - 1)] != sample_ids)).any():
+        raise KeyError(f'unknown sample ids for {name}')
+    return torch.from_numpy(rows)
 
 
 def _abs_root(root: str | os.PathLike[str]) -> str:

@@ -118,6 +118,14 @@ class ImagePool:
         leaf_index, pos = self.locate(sample_id)
         return self.leaves[leaf_index].get_data_info(pos)
 
+    def image_size(self, sample_id: int) -> tuple[int, int] | None:
+        """``(width, height)`` of a pool image, ``None`` for an id outside the pool."""
+        try:
+            info = self.data_info(int(sample_id))
+        except KeyError:
+            return None
+        return int(info['width']), int(info['height'])
+
     def pipeline(self, sample_id: int) -> Any:
         """The (training) pipeline of the leaf holding ``sample_id``."""
         return self.leaves[self.locate(sample_id)[0]].pipeline
@@ -192,4 +200,38 @@ class LabeledSubset(Dataset):
                            'row: check the annotations and the crop settings')
 
 
-__all__ = ['ImagePool', 'LabeledSubset', 'encode_sample_id', 'flatten_dataset_cfg']
+def loader_cfg(cfg: dict, **overrides: Any) -> dict:
+    """A copy of a dataloader config for ``Runner``, with ``overrides`` set.
+
+    Args:
+        cfg: An mmengine dataloader config (not modified; deep-copied).
+        **overrides: Keys to set in the copy (not copied), e.g. ``dataset=`` a built dataset.
+
+    Returns:
+        The new config; without ``num_workers`` it has no ``persistent_workers`` (torch
+        refuses persistent workers when there are none).
+    """
+    out = copy.deepcopy(cfg)
+    out.update(overrides)
+    if not out.get('num_workers'):
+        out.pop('persistent_workers', None)
+    return out
+
+
+def labeled_loader_cfg(cfg: dict, dataset: LabeledSubset, seed: int) -> dict:
+    """The training dataloader config of one round: ``cfg`` over the labeled images.
+
+    Args:
+        cfg: The task's ``train_dataloader`` config (not modified).
+        dataset: The labeled images (:class:`LabeledSubset`).
+        seed: Seed of ``DefaultSampler``'s shuffling.
+
+    Returns:
+        A config for ``Runner(train_dataloader=...)``.
+    """
+    return loader_cfg(cfg, dataset=dataset,
+                      sampler=dict(type='DefaultSampler', shuffle=True, seed=seed))
+
+
+__all__ = ['ImagePool', 'LabeledSubset', 'encode_sample_id', 'flatten_dataset_cfg',
+           'labeled_loader_cfg', 'loader_cfg']

@@ -1,0 +1,1 @@
+"""Compatibility code for the OpenMMLab stack: the mmcv ops fallback, mmengine runtime shims."""
