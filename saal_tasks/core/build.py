@@ -36,7 +36,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from mmengine.registry import Registry
 
@@ -44,7 +44,7 @@ from .. import registry as registries
 from .errors import ConfigError, UserError
 
 __all__ = ['build_component', 'build_checked', 'check_component', 'check_options',
-           'check_kwargs', 'closest', 'nearest_first', 'registered_names', 'resolve_registry',
+           'closest', 'nearest_first', 'registered_names', 'resolve_registry',
            'signature_of', 'type_problem', 'ComponentSignature']
 
 #: Keys of a component dict that are not options of its class.
@@ -495,18 +495,3 @@ def build_component(registry: Registry, cfg: Mapping[str, Any], field: str) -> A
         ConfigError: ``cfg`` does not fit its class, or the class refused a value.
     """
     return build_checked(registry, cfg, field)
-
-
-def check_kwargs(func: Callable, kwargs: Mapping[str, Any], field: str) -> None:
-    """Refuse keys that ``func`` does not take, naming the valid ones (typos in configs).
-
-    Raises:
-        ConfigError: An unknown key is present.
-    """
-    params = inspect.signature(func).parameters
-    valid = [n for n, p in params.items()
-             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != 'self']
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ConfigError(f'{field}.{unknown[0]} is not an option; valid {field} options: '
-                          f"{', '.join(valid)}")

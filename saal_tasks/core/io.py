@@ -49,12 +49,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line to ``path`` (one record per completed round)."""
-    with open(path, 'a') as f:
-        f.write(json.dumps(record, sort_keys=True) + '\n')
-
-
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (state files are small; read in one go)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -34,7 +34,7 @@ from ..core.task import BaseTask
 from ..registry import AL_HOOKS, INITIAL_SETS, ORACLES, SCHEDULES, SCORERS, SELECTORS, TASKS
 from .config_check import build_checked, check_config
 from .initial_sets import InitialSet
-from .options import check_options
+from .options import check_loop_values
 from .queries import import_answers, pending_query
 from .resume import restore
 from .schedules import Schedule
@@ -83,7 +83,7 @@ class ActiveLearningLoop:
                  config: Mapping[str, Any] | None = None, embed_batch_size: int = 256,
                  run_name: str = 'saal') -> None:
         self.unit_mode = selector.selects_units
-        check_options(task, selector, num_rounds=num_rounds, budget=budget,
+        check_loop_values(task, selector, num_rounds=num_rounds, budget=budget,
                       initial_size=initial_size, subset_size=subset_size, seed=seed)
         self.schedule = schedule or SCHEDULES.build(dict(type='ScratchSchedule'))
         self.schedule.check(num_rounds)

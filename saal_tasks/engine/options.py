@@ -9,7 +9,7 @@ from ..core.selection import BaseSelector
 from ..core.task import BaseTask
 
 
-def check_options(task: BaseTask, selector: BaseSelector, *, num_rounds: int,
+def check_loop_values(task: BaseTask, selector: BaseSelector, *, num_rounds: int,
                   budget: int | None, initial_size: int, subset_size: int | None,
                   seed: int) -> None:
     """Refuse loop options that cannot work with this task and selector.

@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 
 from ..core.dist import barrier
 from ..core.errors import ResumeError, WorkDirError
-from ..core.io import atomic_write
+from ..core.io import atomic_write, atomic_write_json
 from ..core.pool_state import PoolState
 from .manifest import MANIFEST_NAME, Manifest
 
@@ -237,8 +237,7 @@ class ConfigRecord:
 
     def write(self) -> None:
         """Write the current config (atomically)."""
-        data = json.dumps(self.config, indent=2, sort_keys=True).encode()
-        atomic_write(self.path, lambda f: f.write(data))
+        atomic_write_json(self.path, self.config)
 
     def accept_change(self, manifest: Manifest, allow: bool, write: bool) -> None:
         """A resume with another config: refuse it, naming the changed keys, or (``allow``)
