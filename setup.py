@@ -23,5 +23,5 @@ setup(
     package_data={'saal_tasks': ['py.typed']},
     python_requires='>=3.10',
     install_requires=requirements('runtime'),
-    extras_require={name: requirements(name) for name in ('tests', 'detection', 'segmentation')},
+    extras_require={name: requirements(name) for name in ('tests', 'detection', 'segmentation', 'mnist')},
 )

@@ -154,3 +154,16 @@ def test_every_registered_selector_keeps_the_contract():
                 ids = selector.select(context).sample_ids
                 assert len(set(ids.tolist())) == len(ids) == context.budget, name
                 assert set(ids.tolist()) <= set(candidates.tolist()), name
+
+
+def test_score_kmeanspp_reaches_the_bottom_half_as_often_as_the_top():
+    # What the docstring promises: after the top pick, D² sampling on 1-D scores favours the
+    # scores farthest from the picks, so on uniform scores about half of a query lies in the
+    # bottom half of the range (top-k: none).
+    rng = np.random.default_rng(0)
+    bottom = []
+    for _ in range(200):
+        scores = rng.random(1000)
+        picked = _positions(ScoreKMeansPPSelector(), scores, 20, rng)
+        bottom.append(np.mean(scores[picked] < 0.5))
+    assert 0.4 < np.mean(bottom) < 0.6

@@ -1,10 +1,12 @@
 """VAAL: the discriminator separates labeled from unlabeled, deterministically."""
 import numpy as np
 import pytest
+import torch
 
 from saal_tasks.core.errors import ConfigError
 
 from saal_tasks.registry import SCORERS
+from saal_tasks.scorers.vaal import vae_loss
 
 from conftest import make_task
 
@@ -87,3 +89,53 @@ def test_conv_vae_shapes():
     assert vae.decode(mu).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match='divisible by 8'):
         ConvVAE((1, 28, 28))
+
+
+class _FixedVAE(torch.nn.Module):
+    """Encodes every sample to μ = 1, log σ² = 0 and reconstructs it exactly."""
+
+    latent_dim = 3
+
+    def encode(self, x):
+        return torch.ones(len(x), 3, dtype=x.dtype), torch.zeros(len(x), 3, dtype=x.dtype)
+
+    def decode(self, z):
+        return self._x
+
+
+def test_kl_is_summed_over_batch_and_latent_dimensions_as_in_the_release():
+    # KL(N(1, 1) || N(0, 1)) = 0.5 per latent dimension; the release sums it over the batch
+    # (B = 4) and the latent dimensions (3): 0.5 * 12 = 6, times β; the MSE is 0.
+    vae = _FixedVAE()
+    vae._x = torch.zeros(4, 1, 2, 2, dtype=torch.float64)
+    loss, mu = vae_loss(vae, vae._x, beta=0.5, generator=torch.Generator().manual_seed(0))
+    assert float(loss) == pytest.approx(0.5 * 6.0, rel=1e-12)
+    assert mu.shape == (4, 3)
+
+
+def test_two_vae_steps_per_discriminator_step_each_on_fresh_batches(split, monkeypatch):
+    task, zeros, ones = split
+    steps = {'vae': 0, 'disc': 0}
+    original_step = torch.optim.Adam.step
+
+    def counting_step(self, *args, **kwargs):
+        # The VAE's optimizer holds more parameter tensors than the discriminator's.
+        steps['vae' if len(self.param_groups[0]['params']) > 6 else 'disc'] += 1
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, 'step', counting_step)
+    draws = []
+    pool = PoolOf(task, np.concatenate([zeros[:40], ones[:40]]))
+    scorer = SCORERS.build(dict(VAAL, iterations=3))
+    inputs = scorer._inputs
+    monkeypatch.setattr(scorer, '_inputs', lambda t, ids: (draws.append(len(ids)), inputs(t, ids))[1])
+    scorer.score(pool, Identity(), ones[40:45], np.random.default_rng(0), labeled_ids=zeros[:40])
+    assert steps == {'vae': 6, 'disc': 3}
+    # One example draw to size the VAE, two batches (labeled, unlabeled) per VAE step.
+    assert len(draws) == 1 + 3 * 2 * 2
+
+
+@pytest.mark.parametrize('key', ['vae_steps', 'discriminator_steps'])
+def test_step_counts_must_be_positive_integers(key):
+    with pytest.raises(ConfigError, match=f'scorer.{key} must be an integer >= 1'):
+        SCORERS.build(dict(VAAL, **{key: 0}))

@@ -121,6 +121,16 @@ def vae_loss(vae: nn.Module, x: torch.Tensor, beta: float,
              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstruction MSE + β·KL of a batch, and the latent means it used.
 
+    As in VAAL's release: the MSE is averaged over every element of the batch, while the KL
+    divergence to N(0, I) is *summed* over the batch and the latent dimensions. With β = 1 the
+    KL term therefore weighs ``B × latent_dim`` times more than a per-element mean would.
+
+    Args:
+        vae: The VAE (``encode``/``decode``).
+        x: Inputs ``[B, ...]``.
+        beta: Weight of the KL term.
+        generator: Draws the reparameterisation noise.
+
     Returns:
         ``(loss, mu)``: scalar and ``[B, latent_dim]``.
     """
@@ -128,7 +138,7 @@ def vae_loss(vae: nn.Module, x: torch.Tensor, beta: float,
     noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
     z = mu + noise * torch.exp(0.5 * logvar)
     recon = F.mse_loss(vae.decode(z), x)
-    kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return recon + beta * kl, mu
 
 
@@ -142,12 +152,16 @@ class VAALScorer(BaseScorer):
     Args:
         vae: Config of the VAE (``MLPVAE`` or ``ConvVAE``; ``input_shape`` is filled in).
         discriminator_hidden: Width of the discriminator.
-        iterations: Training iterations per round (each: one labeled and one unlabeled batch).
+        iterations: Training iterations per round; each makes ``vae_steps`` VAE steps and
+            ``discriminator_steps`` discriminator steps, every step on one labeled and one
+            unlabeled batch.
         batch_size: Samples per batch (each of labeled and unlabeled).
         lr_vae: Adam learning rate of the VAE (paper: 5e-4).
         lr_discriminator: Adam learning rate of the discriminator (paper: 5e-4).
         beta: Weight of the KL term (paper: 1).
         adversary_weight: Weight of the VAE's adversarial term (paper: 1).
+        vae_steps: VAE steps per iteration (release: 2).
+        discriminator_steps: Discriminator steps per iteration (release: 1).
     """
 
     #: Options built from component dicts, and their registries (checked config boundary).
@@ -158,10 +172,16 @@ class VAALScorer(BaseScorer):
     def __init__(self, vae: dict | None = None, discriminator_hidden: int = 512,
                  iterations: int = 300, batch_size: int = 64, lr_vae: float = 5e-4,
                  lr_discriminator: float = 5e-4, beta: float = 1.0,
-                 adversary_weight: float = 1.0) -> None:
+                 adversary_weight: float = 1.0, vae_steps: int = 2,
+                 discriminator_steps: int = 1) -> None:
         super().__init__(log_interval=10_000)
-        if iterations < 1 or batch_size < 1:
-            raise ConfigError('scorer.iterations and scorer.batch_size must be >= 1')
+        for key, value in (('iterations', iterations), ('batch_size', batch_size),
+                           ('vae_steps', vae_steps),
+                           ('discriminator_steps', discriminator_steps)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f'scorer.{key} must be an integer >= 1, got {value!r}')
+        self.vae_steps = vae_steps
+        self.discriminator_steps = discriminator_steps
         self.vae_cfg = dict(vae or dict(type='MLPVAE'))
         self.discriminator_hidden = discriminator_hidden
         self.iterations = iterations
@@ -200,29 +220,43 @@ class VAALScorer(BaseScorer):
         generator = torch.Generator().manual_seed(seed)
         vae.train()
         disc.train()
-        for _ in range(self.iterations):
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
             x_l = self._inputs(task, rng.choice(labeled, min(self.batch_size, len(labeled)),
                                                 replace=False))
             x_u = self._inputs(task, rng.choice(unlabeled,
                                                 min(self.batch_size, len(unlabeled)),
                                                 replace=False))
-            # VAE step: reconstruct both sets and make both look labeled to the discriminator.
-            loss_l, mu_l = vae_loss(vae, x_l, self.beta, generator)
-            loss_u, mu_u = vae_loss(vae, x_u, self.beta, generator)
-            fooled = torch.cat([disc(mu_l), disc(mu_u)])
-            adversarial = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-            opt_vae.zero_grad()
-            (loss_l + loss_u + self.adversary_weight * adversarial).backward()
-            opt_vae.step()
-            # Discriminator step on the (fixed) latent means: labeled 1, unlabeled 0.
-            with torch.no_grad():
-                mu_l, _ = vae.encode(x_l)
-                mu_u, _ = vae.encode(x_u)
-            logits = torch.cat([disc(mu_l), disc(mu_u)])
-            truth = torch.cat([torch.ones(len(mu_l)), torch.zeros(len(mu_u))]).to(logits)
-            opt_disc.zero_grad()
-            F.binary_cross_entropy_with_logits(logits, truth).backward()
-            opt_disc.step()
+            return x_l, x_u
+
+        def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+        for _ in range(self.iterations):
+            x_l, x_u = draw()
+            # The release's schedule: `vae_steps` VAE steps, each after the first on fresh
+            # batches, then `discriminator_steps` discriminator steps starting on the last
+            # batches the VAE saw. Its BCE terms are the *sum* of the labeled and the
+            # unlabeled means (not one mean over both), kept here for the same weights.
+            for step in range(self.vae_steps):
+                if step:
+                    x_l, x_u = draw()
+                # Reconstruct both sets and make both look labeled to the discriminator.
+                loss_l, mu_l = vae_loss(vae, x_l, self.beta, generator)
+                loss_u, mu_u = vae_loss(vae, x_u, self.beta, generator)
+                adversarial = bce(disc(mu_l), 1.0) + bce(disc(mu_u), 1.0)
+                opt_vae.zero_grad()
+                (loss_l + loss_u + self.adversary_weight * adversarial).backward()
+                opt_vae.step()
+            for step in range(self.discriminator_steps):
+                if step:
+                    x_l, x_u = draw()
+                # On the (fixed) latent means: labeled 1, unlabeled 0.
+                with torch.no_grad():
+                    mu_l, _ = vae.encode(x_l)
+                    mu_u, _ = vae.encode(x_u)
+                opt_disc.zero_grad()
+                (bce(disc(mu_l), 1.0) + bce(disc(mu_u), 0.0)).backward()
+                opt_disc.step()
         return vae.eval(), disc.eval()
 
     def _score(self, task, model, sample_ids, rng, labeled_ids) -> ScoreResult:

