@@ -28,11 +28,26 @@ padding) and eval-mode ``nn.BatchNorm{1,2,3}d``, parameters shared between modul
 whose activations lack the leading sample dimension, and perturbations other than
 ``SAMPerturbation``/``ASAMPerturbation`` are scored by the ``fallback`` engine (exact), with one
 log line saying why. SAM with ``q != 2`` and ASAM use the dense route everywhere (exact, slower).
+
+A parameter can also reach the loss around its module's calls, where no hook sees it: a cosine
+head's ``F.normalize(self.fc.weight)`` in the parent's forward, ``F.linear(z, self.fc.weight)``,
+a weight tied into a module that does not register it, ``module.forward(x)`` called directly.
+Its ε would be wrong and its perturbed value never used, with no error, so the first chunk of
+every model structure (:func:`.engine_guard.structure_key`; checked once, remembered) is checked
+against autograd (:class:`.engine_guard.FactorisationCheck`): the same backward pass also returns
+every trainable parameter's batch gradient, which must equal the chunk sum of the per-sample
+gradients the recorded calls imply (each layer's forward re-run on its recorded inputs, ``D``
+back-propagated through it alone; rtol 1e-9 in float64, 1e-4 in float32), and the perturbed pass
+runs under a torch-function mode that notes any operation on a trainable parameter outside a
+hooked call of its layer (reads whose gradient is zero at ``θ`` included). A failure falls back
+like the cases above, naming the parameters, once per structure. The check writes no weight and
+no ``.grad``, and leaves the scores of models that pass bit-identical.
 """
 from __future__ import annotations
 
+import logging
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -45,6 +60,7 @@ from ..core.perturbation import Perturbation
 from ..core.task import BaseTask
 from ..registry import ENGINES
 from ..core.units import reduce_units
+from .engine_guard import FactorisationCheck, FactorisationMismatch, Verdicts, structure_key
 from .engines import EngineOutput, PerturbedLossEngine
 from .layer_factors import (BatchNormGradient, BatchNormLayer, DenseGradient, LayerGradient,
                             LowRankGradient, PatchLayer, UnsupportedLayer, layer_for)
@@ -54,6 +70,9 @@ Layer = PatchLayer | BatchNormLayer
 
 #: Accepted values of ``layer_method``: how conv/linear layers get their per-sample gradients.
 LAYER_METHODS = ('auto', 'low_rank', 'dense')
+
+#: Per layer index: the inputs ``[B, ...]`` and output gradients of its calls that reach the loss.
+LayerCalls = dict[int, tuple[list[Tensor], list[Tensor]]]
 
 
 def plan_layers(model: nn.Module) -> tuple[list[Layer], list[str]]:
@@ -295,13 +314,18 @@ class FastExactEngine(PerturbedLossEngine):
         self.last_routes: dict[str, int] = {}
         #: Why the last run used the fallback engine, or ``None`` if it did not.
         self.fallback_reason: str | None = None
+        #: Whether the last run checked the factorisation against autograd (first chunk).
+        self.checked = False
         self._workspace = _Workspace()
+        # Outcomes of the factorisation check per model structure (engine_guard).
+        self._verdicts = Verdicts()
 
     # ------------------------------------------------------------------ contract
     def run(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
             perturbation: Perturbation, objective_reduction: str) -> EngineOutput:
         sample_ids = np.asarray(sample_ids, dtype=np.int64)
         self.fallback_reason = None
+        self.checked = False
         rule = rule_for(perturbation)
         layers, problems = plan_layers(model)
         if rule is None:
@@ -313,39 +337,65 @@ class FastExactEngine(PerturbedLossEngine):
             yield from self._fall_back(task, model, sample_ids, perturbation,
                                        objective_reduction, '; '.join(problems[:3]))
             return
+        # The factorisation check: on the first chunk of a structure not seen before.
+        key = structure_key(task, model)
+        known, reason = self._verdicts.get(key, model)
+        if reason is not None:
+            # Said once when found; later runs of the same structure fall back quietly.
+            yield from self._fall_back(task, model, sample_ids, perturbation,
+                                       objective_reduction, reason, level=logging.DEBUG)
+            return
+        check = None if known else FactorisationCheck(model, layers)
+        self.checked = check is not None
         done = 0
         self._workspace = _Workspace()
         try:
             for ids, inputs in task.pool_batches(sample_ids, self.chunk_size):
                 try:
                     clean, perturbed, targets = self._chunk(task, model, inputs, len(ids), layers,
-                                                              rule,
-                                                   objective_reduction)
+                                                              rule, objective_reduction, check)
                 except UnsupportedLayer as err:
                     self._workspace.clear()
+                    if isinstance(err, FactorisationMismatch):
+                        self._verdicts.put(key, model, str(err))
                     yield from self._fall_back(task, model, sample_ids[done:], perturbation,
                                                objective_reduction, str(err))
                     return
+                if check is not None:
+                    self._verdicts.put(key, model, None)
+                    check = None
                 if done == 0:
+                    checked = ', factorisation checked against autograd' if self.checked else ''
                     print_log(f'FastExactEngine: {perturbation!r}, chunks of '
-                              f'{self.chunk_size}, layers {self.last_routes}', logger='current')
+                              f'{self.chunk_size}, layers {self.last_routes}{checked}',
+                              logger='current')
                 done += len(ids)
                 yield ids, clean, perturbed, targets
         finally:
             self._workspace.clear()
 
-    def _fall_back(self, task, model, sample_ids, perturbation, objective_reduction,
-                   reason: str) -> EngineOutput:
+    def _fall_back(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
+                   perturbation: Perturbation, objective_reduction: str, reason: str,
+                   level: int = logging.WARNING) -> EngineOutput:
         engine = ENGINES.build(self.fallback_cfg)
         self.fallback_reason = reason
         print_log(f'FastExactEngine: scoring with {type(engine).__name__} instead (exact, '
-                  f'slower): {reason}', logger='current', level=30)
+                  f'slower): {reason}', logger='current', level=level)
         yield from engine.run(task, model, sample_ids, perturbation, objective_reduction)
 
     # ------------------------------------------------------------------ one chunk
     def _chunk(self, task: BaseTask, model: nn.Module, inputs: Any, batch: int,
-               layers: list[Layer], rule: PerturbationRule,
-               objective_reduction: str) -> tuple[Tensor, Tensor, Any]:
+               layers: list[Layer], rule: PerturbationRule, objective_reduction: str,
+               check: FactorisationCheck | None = None) -> tuple[Tensor, Tensor, Any]:
+        """Clean and perturbed unit losses ``[B, *U]`` of one chunk, and its pseudo-labels.
+
+        Args:
+            check: Test the factorisation against autograd on this chunk (engine_guard).
+
+        Raises:
+            UnsupportedLayer: The chunk cannot be scored exactly this way
+                (:class:`FactorisationMismatch` where the check failed).
+        """
         recorder = _Recorder(layers)
         recorder.batch = batch
         memo = _ForwardMemo(model, recorder)
@@ -365,7 +415,11 @@ class FastExactEngine(PerturbedLossEngine):
         for i, calls in pseudo_records.items():
             records.setdefault(i, [])[:0] = calls
 
-        gradients = self._layer_gradients(layers, records, clean, objective_reduction, rule)
+        layer_calls, param_grads = self._backward(layers, records, clean, objective_reduction,
+                                                  check.params if check is not None else [])
+        if check is not None:
+            check.check_gradients(layer_calls or {}, param_grads)
+        gradients = self._layer_gradients(layers, layer_calls, rule)
         # No graph from here on: the per-sample quantities involve the (grad-requiring)
         # weights, and a graph would keep every temporary alive.
         with torch.no_grad():
@@ -375,23 +429,45 @@ class FastExactEngine(PerturbedLossEngine):
                 scale = rule.scale(total)
                 forwards = {layers[i].module: g.perturbed_forward(rule, scale)
                             for i, g in gradients.items()}
-            with _patched_forwards(forwards):
+            watch = check.reads() if check is not None else None
+            with _patched_forwards(forwards), (watch.watching() if watch else nullcontext()):
                 perturbed = task.loss_per_unit(model, inputs, targets)
+        if watch is not None:
+            FactorisationCheck.check_reads(watch)
         return clean.detach(), perturbed.detach(), targets
 
-    def _layer_gradients(self, layers: list[Layer], records: dict[int, list], clean: Tensor,
-                         objective_reduction: str,
-                         rule: PerturbationRule) -> dict[int, LayerGradient]:
-        """Backward pass to the recorded layer outputs, then each layer's per-sample gradient."""
+    def _backward(self, layers: list[Layer], records: dict[int, list], clean: Tensor,
+                  objective_reduction: str,
+                  params: list[nn.Parameter]) -> tuple[LayerCalls | None, list[Tensor | None]]:
+        """One backward pass to the recorded layer outputs (and to ``params``, if any).
+
+        Args:
+            layers: The layer adapters.
+            records: Per layer index, its recorded calls ``(input, input version, edge)``.
+            clean: The chunk's unit losses ``[B, *U]``, with their graph.
+            objective_reduction: How a sample's units reduce to its objective.
+            params: Parameters whose batch gradients to return as well (the factorisation
+                check's; asked in the same pass, so the output gradients are unchanged).
+
+        Returns:
+            ``(calls, grads)``: per layer, the inputs and output gradients of its calls that
+            reach the loss (``None`` where nothing was recorded or the loss has no graph), and
+            the gradient of the summed objective for each of ``params`` (``None`` if unused).
+        """
         flat = [(i, x, version, edge) for i, calls in records.items()
                 for x, version, edge in calls]
-        if not flat or not clean.requires_grad:
-            self.last_routes = {}
-            return {}
+        no_grads: list[Tensor | None] = [None] * len(params)
+        if not clean.requires_grad or not (flat or params):
+            return None, no_grads
         # Summed over samples: each sample's part of D is its own gradient (see module doc).
         objective = reduce_units(clean, objective_reduction).sum()
-        deltas = torch.autograd.grad(objective, [e for *_, e in flat], allow_unused=True)
-        per_layer: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        wanted = [e for *_, e in flat] + list(params)
+        grads = torch.autograd.grad(objective, wanted, allow_unused=True)
+        deltas = grads[:len(flat)]
+        param_grads: list[Tensor | None] = list(grads[len(flat):])
+        if not flat:
+            return None, param_grads
+        per_layer: LayerCalls = {}
         for (i, x, version, _), delta in zip(flat, deltas):
             if x._version != version:
                 raise UnsupportedLayer(f'the input of {layers[i].name} was modified in place '
@@ -401,7 +477,14 @@ class FastExactEngine(PerturbedLossEngine):
             xs, ds = per_layer.setdefault(i, ([], []))
             xs.append(x.detach())
             ds.append(delta)
+        return per_layer, param_grads
 
+    def _layer_gradients(self, layers: list[Layer], per_layer: LayerCalls | None,
+                         rule: PerturbationRule) -> dict[int, LayerGradient]:
+        """Each layer's per-sample gradient from its calls' inputs and output gradients."""
+        if per_layer is None:
+            self.last_routes = {}
+            return {}
         routes = {'low_rank': 0, 'dense': 0, 'batch_norm': 0}
         gradients: dict[int, LayerGradient] = {}
         dense: list[tuple[int, PatchLayer, list[Tensor], list[Tensor], int]] = []
