@@ -23,6 +23,7 @@ peak allocation, and its rise during the method), and the 1-minute load average 
     .venv/bin/python benchmarks/bench_acquisition.py                     # CPU, ~4 min quiet
     .venv/bin/python benchmarks/bench_acquisition.py --pool 100 --methods fast,batchwise100
     .venv/bin/python benchmarks/bench_acquisition.py --device cuda --pool 2000
+    .venv/bin/python benchmarks/bench_acquisition.py --threads 1,2   # one table per thread count
 """
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--chunk', type=int, default=32,
                         help='FastExactEngine chunk size and inference batch size')
     parser.add_argument('--dtype', choices=('float32', 'float64'), default='float32')
-    parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
-                        help='torch intra-op threads in every method process')
+    parser.add_argument('--threads', default=str(torch.get_num_threads()),
+                        help='torch intra-op threads in every method process; a comma-separated '
+                        'list (e.g. 1,2) runs the whole table once per thread count')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     parser.add_argument('--methods', default=','.join(SCORING_METHODS),
                         help=f'comma-separated subset of {",".join(SCORING_METHODS)}')
@@ -89,8 +91,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f'unknown perturbations {sorted(unknown)}: choose from sam, asam')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error('--device cuda but torch sees no CUDA device')
-    if min(args.pool, args.chunk, args.threads) < 1 or args.warmup < 0:
+    try:
+        args.thread_counts = [int(t) for t in str(args.threads).split(',')]
+    except ValueError:
+        parser.error(f'--threads takes integers separated by commas, got {args.threads!r}')
+    if min([args.pool, args.chunk, *args.thread_counts]) < 1 or args.warmup < 0:
         parser.error('--pool, --chunk and --threads must be >= 1, --warmup >= 0')
+    # One thread count per table: the workers of a sweep are started with the one they time.
+    args.threads = args.thread_counts[0]
     return args
 
 
@@ -301,42 +309,65 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(args, job['spec'], Path(job['model']))
         Path(job['result']).write_text(json.dumps(result))
         return 0
-    torch.set_num_threads(args.threads)
     out = Path(args.out or f'work_dirs/bench_acquisition/'
                f'{datetime.datetime.now():%Y%m%d_%H%M%S}')
     out.mkdir(parents=True, exist_ok=True)
     specs = [dict(method='inference')] + [
         dict(method=m, perturbation=p) for p in args.perturbations.split(',')
         for m in args.methods.split(',')]
-    env = environment(args)
-    env['load_start'] = os.getloadavg()
-    results = []
+    sections, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / 'model.pt'
         print(f'preparing the model ({args.train_epochs} epoch(s) on {args.train_samples} '
               f'synthetic samples) ...', flush=True)
+        torch.set_num_threads(args.thread_counts[0])
         prepare_model(args, model_path)
-        for spec in specs:
-            print(f'  {spec} ...', end=' ', flush=True)
-            result = (measure(args, spec, model_path) if args.in_process
-                      else run_isolated(args, spec, model_path, argv))
-            print(f"{result['samples_per_s']:.1f} samples/s (load {result['load_1m']:.2f})",
-                  flush=True)
-            results.append(result)
+        for threads in args.thread_counts:
+            # The same saved model for every thread count, so only the threads differ.
+            targs = argparse.Namespace(**vars(args) | {'threads': threads})
+            header, results, env = run_table(targs, specs, model_path,
+                                             [*argv, '--threads', str(threads)])
+            sections.append(header + '\n\n' + markdown(results))
+            runs.append(dict(environment=env, results=results))
+    text = '\n\n'.join(sections)
+    print('\n' + text)
+    (out / 'table.md').write_text(text + '\n')
+    (out / 'results.json').write_text(json.dumps(
+        dict(args=vars(args) | {'worker': None}, runs=runs), indent=1))
+    print(f'\nwritten: {out}/table.md, {out}/results.json')
+    return 0
+
+
+def run_table(args: argparse.Namespace, specs: list[dict[str, str]], model_path: Path,
+              argv: list[str]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """Every method at ``args.threads`` threads: the table's header, the rows, the environment.
+
+    Args:
+        args: Parsed options, with ``threads`` the one thread count of this table.
+        specs: The methods to time (``method`` and optional ``perturbation``).
+        model_path: The saved model every method loads.
+        argv: Command line for the method processes (ends with this ``--threads``).
+    """
+    torch.set_num_threads(args.threads)
+    env = environment(args)
+    env['load_start'] = os.getloadavg()
+    print(f'{args.threads} thread(s):', flush=True)
+    results = []
+    for spec in specs:
+        print(f'  {spec} ...', end=' ', flush=True)
+        result = (measure(args, spec, model_path) if args.in_process
+                  else run_isolated(args, spec, model_path, argv))
+        print(f"{result['samples_per_s']:.1f} samples/s (load {result['load_1m']:.2f})",
+              flush=True)
+        results.append(result)
     env['load_end'] = os.getloadavg()
     compare(results)
-    table = markdown(results)
     header = (f"{env['date']}, {env['cpu']} ({env['cpus']} CPUs, {args.threads} threads), "
               f"device {args.device}{' ' + env['gpu'] if 'gpu' in env else ''}, torch "
               f"{env['torch']}; ResNet-18 (32x32 stem, eval), {args.dtype}, pool {args.pool}, "
               f"chunk {args.chunk}; load average at start/end "
               f"{env['load_start'][0]:.2f}/{env['load_end'][0]:.2f}")
-    print('\n' + header + '\n\n' + table)
-    (out / 'table.md').write_text(header + '\n\n' + table + '\n')
-    (out / 'results.json').write_text(json.dumps(
-        dict(environment=env, args=vars(args) | {'worker': None}, results=results), indent=1))
-    print(f'\nwritten: {out}/table.md, {out}/results.json')
-    return 0
+    return header, results, env
 
 
 if __name__ == '__main__':
