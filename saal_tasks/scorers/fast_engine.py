@@ -55,6 +55,7 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
+from torch.profiler import record_function
 
 from ..core.perturbation import Perturbation
 from ..core.task import BaseTask
@@ -399,7 +400,7 @@ class FastExactEngine(PerturbedLossEngine):
         recorder = _Recorder(layers)
         recorder.batch = batch
         memo = _ForwardMemo(model, recorder)
-        with recorder.hooked(), memo.installed():
+        with recorder.hooked(), memo.installed(), record_function('fast_exact.clean_forward'):
             memo.phase = 'pseudo'
             with torch.no_grad():
                 targets = task.pseudo_label(model, inputs)
@@ -415,8 +416,10 @@ class FastExactEngine(PerturbedLossEngine):
         for i, calls in pseudo_records.items():
             records.setdefault(i, [])[:0] = calls
 
-        layer_calls, param_grads = self._backward(layers, records, clean, objective_reduction,
-                                                  check.params if check is not None else [])
+        with record_function('fast_exact.backward'):
+            layer_calls, param_grads = self._backward(
+                layers, records, clean, objective_reduction,
+                check.params if check is not None else [])
         if check is not None:
             check.check_gradients(layer_calls or {}, param_grads)
         gradients = self._layer_gradients(layers, layer_calls, rule)
@@ -425,12 +428,14 @@ class FastExactEngine(PerturbedLossEngine):
         with torch.no_grad():
             forwards = {}
             if gradients:
-                total = sum(g.norm_terms(rule) for g in gradients.values())
-                scale = rule.scale(total)
-                forwards = {layers[i].module: g.perturbed_forward(rule, scale)
-                            for i, g in gradients.items()}
+                with record_function('fast_exact.norm'):
+                    total = sum(g.norm_terms(rule) for g in gradients.values())
+                    scale = rule.scale(total)
+                    forwards = {layers[i].module: g.perturbed_forward(rule, scale)
+                                for i, g in gradients.items()}
             watch = check.reads() if check is not None else None
-            with _patched_forwards(forwards), (watch.watching() if watch else nullcontext()):
+            with _patched_forwards(forwards), (watch.watching() if watch else nullcontext()), \
+                    record_function('fast_exact.perturbed_forward'):
                 perturbed = task.loss_per_unit(model, inputs, targets)
         if watch is not None:
             FactorisationCheck.check_reads(watch)
