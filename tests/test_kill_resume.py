@@ -57,14 +57,20 @@ def configs(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(configs, tmp_path_factory):
-    results = {}
+def reference_dirs(configs, tmp_path_factory):
+    """The work dir of an uninterrupted run per schedule."""
+    dirs = {}
     for mode, cfg in configs.items():
         work_dir = tmp_path_factory.mktemp(f'ref_{mode}')
         proc = run_tool(cfg, work_dir)
         assert proc.returncode == 0, proc.stderr
-        results[mode] = outcome(work_dir)
-    return results
+        dirs[mode] = work_dir
+    return dirs
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(reference_dirs):
+    return {mode: outcome(work_dir) for mode, work_dir in reference_dirs.items()}
 
 
 KILL_POINTS = [
@@ -90,3 +96,36 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, configs, uninterrupt
     assert resumed.returncode == 0, resumed.stderr
     assert outcome(tmp_path) == uninterrupted[mode]
     assert not list(tmp_path.rglob('*.tmp'))  # no half-written file survives the resume
+
+
+@pytest.mark.slow
+def test_sigkill_at_seeded_random_times_then_resume_equals_uninterrupted(
+        tmp_path, configs, reference_dirs, uninterrupted):
+    """Three SIGKILLs at seeded random moments (imports, training, scoring, writes: wherever
+    they land), each followed by a restart; the finished run equals the uninterrupted one in
+    every recorded state file, byte for byte."""
+    env = dict(os.environ, PYTHONPATH=f'{TESTS}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    env.pop('SAAL_KILL_AT', None)
+    delays = np.random.default_rng(2026).uniform(2.0, 9.0, size=3)
+    cmd = [sys.executable, str(ROOT / 'tools' / 'train_al.py'), str(configs['scratch']),
+           '--work-dir', str(tmp_path)]
+    killed = 0
+    for delay in [*delays, None]:
+        # A kill before the run left any trace (during imports) is restarted as a new run.
+        started = (tmp_path / 'manifest.json').exists() or (tmp_path / 'run.log').exists()
+        proc = subprocess.Popen(cmd + (['--resume'] if started else []),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        try:
+            _, err = proc.communicate(timeout=300 if delay is None else float(delay))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            killed += 1
+            continue
+        assert proc.returncode == 0, err.decode()
+        if delay is None:
+            break
+    assert killed >= 1  # the delays are shorter than a run: at least one kill landed
+    reference = json.loads((reference_dirs['scratch'] / 'manifest.json').read_text())['files']
+    assert json.loads((tmp_path / 'manifest.json').read_text())['files'] == reference
+    assert outcome(tmp_path) == uninterrupted['scratch']

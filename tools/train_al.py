@@ -23,8 +23,7 @@ from mmengine.logging import MMLogger  # noqa: E402
 from saal_tasks.cli import load_config, parse_cfg_options, run_reporting_errors  # noqa: E402
 from saal_tasks.core.allocator import keep_freed_memory  # noqa: E402
 from saal_tasks.core.dist import barrier, init_launcher, rank_and_world  # noqa: E402
-from saal_tasks.core.errors import ResumeError  # noqa: E402
-from saal_tasks.engine import MANIFEST, ActiveLearningLoop  # noqa: E402
+from saal_tasks.engine import ActiveLearningLoop  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,19 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path(cfg.work_dir)
         init_launcher(args.launcher)
         rank, _ = rank_and_world()
-        if not args.resume and (work_dir / MANIFEST).exists():
-            raise ResumeError(f'{work_dir} already holds a run: pass --resume to continue it, '
-                              'or choose another --work-dir')
-        barrier()  # every rank has checked before rank 0 writes anything
         loop = ActiveLearningLoop.from_cfg(cfg)
-        work_dir.mkdir(parents=True, exist_ok=True)
+        # Writable, not held by another process, something to resume: all before run.log.
+        resume = loop.prepare(args.resume)
+        barrier()  # every rank has checked before rank 0 writes anything
         # Rank 0 logs (and writes); the other ranks only report warnings.
         MMLogger.get_instance('saal_tasks', log_file=str(work_dir / 'run.log') if rank == 0
                               else None, log_level='INFO' if rank == 0 else 'WARNING')
-        if not args.resume and rank == 0:
+        if not resume and rank == 0:
             # A resumed run keeps the config it was started with (its hash is checked).
             cfg.dump(str(work_dir / osp.basename(args.config)))
-        records = loop.run(resume=args.resume, allow_config_change=args.allow_config_change)
+        records = loop.run(resume=resume, allow_config_change=args.allow_config_change)
         if loop.pending is not None:
             if rank == 0:
                 print(f'waiting for labels: {loop.pending}')

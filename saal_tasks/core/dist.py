@@ -7,6 +7,7 @@ number of ranks. Only rank 0 writes files.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from mmengine import dist as mm_dist
 from .errors import ConfigError
 
 LAUNCHERS = ('none', 'pytorch')
+#: What torchrun exports to every process it starts.
+TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
 
 def init_launcher(launcher: str) -> None:
@@ -30,6 +33,13 @@ def init_launcher(launcher: str) -> None:
                           f'started by torchrun), got {launcher!r}')
     if launcher == 'none' or torch_dist.is_initialized():
         return
+    missing = [k for k in TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        # Without them torch waits for a rendezvous that never comes, or fails deep inside.
+        raise ConfigError(
+            f"--launcher pytorch needs the environment torchrun sets ({', '.join(missing)} "
+            'missing): start with torchrun --nproc_per_node=N tools/train_al.py CONFIG '
+            '--launcher pytorch, or leave --launcher out for one process')
     if torch.cuda.is_available():
         mm_dist.init_dist('pytorch', backend='nccl')
     else:

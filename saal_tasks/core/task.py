@@ -144,6 +144,17 @@ class BaseTask(AnnotationCodec, AnnotationFiles, PartialAnnotations, StrategyInp
     def sample_ids(self) -> np.ndarray:
         """Ids of every sample of the pool (labeled or not), unique ``int64``, shape ``[N]``."""
 
+    def sample_keys(self) -> dict[int, str] | None:
+        """What each sample id points to, for tasks whose ids could move between runs.
+
+        A file-based dataset whose ids are positions in a file list returns, per id, a key
+        that changes when the id comes to mean another sample (e.g. ``'train/cat/1.png 4123
+        9f1c...'``: relative path, size, content hash). The loop records the keys when a run
+        starts and refuses to resume when they changed. ``None`` (the default): the ids are
+        bound to their content by construction (a packaged dataset, VOC image names).
+        """
+        return None
+
     @abstractmethod
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
         """True annotations of ``sample_ids``; only a simulated oracle may call this."""

@@ -15,6 +15,7 @@ resumed run ends exactly like an uninterrupted one.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -24,7 +25,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..core.dist import barrier, rank_and_world
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, ResumeError
 from ..core.hooks import ALHook
 from ..core.oracle import BaseOracle, QueryPending
 from ..core.pool_state import PoolState
@@ -33,6 +34,7 @@ from ..core.selection import BaseSelector
 from ..core.task import BaseTask
 from ..registry import AL_HOOKS, INITIAL_SETS, ORACLES, SCHEDULES, SCORERS, SELECTORS, TASKS
 from .config_check import build_checked, check_config
+from .identity import check_sample_keys, record_sample_keys
 from .initial_sets import InitialSet
 from .options import check_loop_values
 from .queries import import_answers, pending_query
@@ -43,6 +45,19 @@ from .stages import ROUND_STAGES, STREAM_INITIAL, STREAM_TRAIN, RoundState, anno
 from .store import RunStore, config_hash, plain_config
 
 __all__ = ['ActiveLearningLoop']
+
+_SIZE_MISMATCH = re.compile(r'size mismatch for (\S+): copying a param with shape '
+                            r'torch\.Size\((\[.*?\])\) from checkpoint, the shape in current '
+                            r'model is torch\.Size\((\[.*?\])\)')
+
+
+def _load_problem(err: RuntimeError) -> str:
+    """The first problem of a failed ``load_state_dict``, short enough for one line."""
+    match = _SIZE_MISMATCH.search(str(err))
+    if match:
+        return f'size mismatch: {match[1]} is {match[2]} in the file, {match[3]} in the model'
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    return (lines[0] if lines else str(err))[:120]
 
 
 class ActiveLearningLoop:
@@ -160,7 +175,14 @@ class ActiveLearningLoop:
         if self.schedule.persists_state:
             self.schedule.load_state_dict(self.store.load_torch(round_idx, 'optim.pth'))
         model = self.task.build_model(self.seed_of(STREAM_TRAIN, round_idx))
-        model.load_state_dict(self.store.load_torch(round_idx, 'model.pth'))
+        path = self.round_dir(round_idx) / 'model.pth'
+        try:
+            model.load_state_dict(self.store.load_torch(round_idx, 'model.pth'))
+        except RuntimeError as err:  # missing keys, unexpected keys or other shapes
+            raise ResumeError(
+                f'{path} does not fit the model the config builds ({_load_problem(err)}): '
+                'the model settings changed since the run started; resume with the original '
+                'model config, or start a new --work-dir') from None
         return model
 
     # ------------------------------------------------------------------ run
@@ -176,15 +198,15 @@ class ActiveLearningLoop:
         Returns:
             One metrics record per finished round.
         """
-        rank, world_size = rank_and_world()
-        self.store.rank, self.scoring = rank, ShardedScoring(self.scorer, rank, world_size)
-        self.store.check_writable()
-        if resume:
-            self.store.remove_stale_temporaries()
-            if self.store.killed_before_first_stage():
-                print_log(f'{self.work_dir} holds no finished stage: starting the run',
-                          logger='current')
-                resume = False
+        resume = self.prepare(resume)
+        try:
+            return self._run(resume, allow_config_change)
+        finally:
+            self.store.unlock()  # another loop of this process may take the folder next
+
+    def _run(self, resume: bool, allow_config_change: bool) -> list[dict[str, Any]]:
+        # Also for a run restarted after a kill before its first state file; the lock is held.
+        self.store.remove_stale_temporaries()
         self.oracle.attach(self.work_dir)
         self.pending = None
         try:
@@ -203,6 +225,22 @@ class ActiveLearningLoop:
             hook.after_run(self, self.records)
         return self.records
 
+    def prepare(self, resume: bool) -> bool:
+        """Claim the work dir before anything is written to it (tools call this before they
+        open ``run.log``; :meth:`run` calls it again with the answer, which is idempotent).
+
+        Returns:
+            Whether the run resumes (a run killed before its first state file restarts).
+
+        Raises:
+            WorkDirError: The folder is not writable or another process holds it.
+            ResumeError: Nothing to resume, or a new run over an existing one.
+        """
+        rank, world_size = rank_and_world()
+        if self.store.rank != rank or self.scoring.world_size != world_size:
+            self.store.rank, self.scoring = rank, ShardedScoring(self.scorer, rank, world_size)
+        return self.store.prepare(resume)
+
     def _start(self) -> int:
         self.store.ensure_new()
         ids = self.task.sample_ids()
@@ -219,6 +257,7 @@ class ActiveLearningLoop:
                 f'num_rounds {self.num_rounds} x budget {self.budget}) but the pool has '
                 f'{len(ids)}: lower al.num_rounds or al.budget')
         self.store.start(self.seed)
+        record_sample_keys(self)
         return self._initial_round()
 
     def _initial_round(self) -> int:
@@ -239,8 +278,13 @@ class ActiveLearningLoop:
     def _resume(self, allow_config_change: bool) -> int:
         manifest = self.store.load(allow_config_change)
         if manifest.round == 0 and 'commit' not in manifest.stages:
-            return self._initial_round()  # stopped before the initial set was labeled
-        return restore(self, manifest)
+            check_sample_keys(self)
+            next_round = self._initial_round()  # stopped before the initial set was labeled
+        else:
+            next_round = restore(self, manifest)
+        # Only now, rebuilt with it, is an accepted config change written down.
+        self.store.commit_config_change()
+        return next_round
 
     def _run_round(self, round_idx: int) -> None:
         done = self.store.done_stages(round_idx)

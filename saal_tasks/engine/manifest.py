@@ -34,6 +34,8 @@ class Manifest:
         files: Work-dir-relative path -> SHA-256 of every state file written so far.
         pool_state: Relative path of the current pool state file.
         timings: Seconds per stage of ``round`` (kept so a resumed round reports them).
+        round_timings: Round (as a string) -> its stage timings, kept at each commit so the
+            round records of ``metrics.jsonl`` can be rebuilt from the round files.
         history: Notes of resumes and accepted config changes.
     """
 
@@ -45,6 +47,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     pool_state: str = ''
     timings: dict[str, float] = field(default_factory=dict)
+    round_timings: dict[str, dict[str, float]] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
     version: int = FORMAT_VERSION
 
@@ -58,6 +61,9 @@ class Manifest:
         path = Path(work_dir) / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f'expected a JSON object, got {type(data).__name__}')
+            _check_schema(data)
             manifest = cls(**data)
         except (ValueError, TypeError) as err:
             raise StateCorruptedError(
@@ -94,3 +100,42 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Field -> (JSON type, type of each item or value) of a manifest; ``None``: not a container.
+_SCHEMA: dict[str, tuple[type | tuple[type, ...], type | tuple[type, ...] | None]] = {
+    'config_hash': (str, None), 'seed': (int, None), 'round': (int, None),
+    'stages': (list, str), 'completed_round': (int, None), 'files': (dict, str),
+    'pool_state': (str, None), 'timings': (dict, (int, float)),
+    'round_timings': (dict, dict), 'history': (list, str), 'version': (int, None)}
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    # JSON booleans are Python ints: a manifest never holds one, so they are wrong here.
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _check_schema(data: dict[str, Any]) -> None:
+    """Refuse fields of the wrong type, so a damaged manifest fails here and not later.
+
+    Raises:
+        TypeError: Naming the field and both types.
+        ValueError: A round or stage out of range.
+    """
+    for key, value in data.items():
+        if key not in _SCHEMA:
+            continue  # the dataclass names unknown fields
+        kind, item = _SCHEMA[key]
+        if not _is(value, kind):
+            raise TypeError(f'{key} must be {getattr(kind, "__name__", kind)}, got '
+                            f'{type(value).__name__}')
+        items = value.values() if isinstance(value, dict) else value if item else ()
+        bad = next((v for v in items if not _is(v, item)), None) if item else None
+        if bad is not None:
+            raise TypeError(f'{key} holds {bad!r:.30} ({type(bad).__name__})')
+    for key in ('seed', 'round', 'completed_round'):
+        if data.get(key, 0) < 0:
+            raise ValueError(f'{key} must be >= 0, got {data[key]}')
+    unknown = [s for s in data.get('stages', []) if s not in STAGES]
+    if unknown:
+        raise ValueError(f'stages holds {unknown[0]!r}, not one of {", ".join(STAGES)}')

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..core.errors import ResumeError
 from ..core.selection import Selection
+from .identity import check_sample_keys
 from .manifest import Manifest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +49,12 @@ def import_answers(loop: 'ActiveLearningLoop', path: str | os.PathLike) -> tuple
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'answers file {path} does not exist')
-    loop.oracle.attach(loop.work_dir)
-    round_idx, ids, units = pending_query(loop)
-    return round_idx, loop.oracle.import_answers(loop.task, path, round_idx, ids, units)
+    loop.store.lock()  # no run may change the work dir while its answers come in
+    try:
+        loop.store.inspect()
+        check_sample_keys(loop)  # answers keyed by id must still mean the images queried
+        loop.oracle.attach(loop.work_dir)
+        round_idx, ids, units = pending_query(loop)
+        return round_idx, loop.oracle.import_answers(loop.task, path, round_idx, ids, units)
+    finally:
+        loop.store.unlock()

@@ -1,13 +1,20 @@
 """Restoring a run's state from its work directory (``--resume``)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from mmengine.logging import print_log
 
 from ..core.errors import AnnotationError, StateCorruptedError
 from ..core.pool_state import PoolState
+from ..core.scorer import ScoreResult
+from ..core.selection import Selection
+from .identity import check_sample_keys
 from .manifest import Manifest
+from .stages import round_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import ActiveLearningLoop
@@ -27,12 +34,14 @@ def restore(loop: 'ActiveLearningLoop', manifest: Manifest) -> int:
         AnnotationError: A recorded annotation is no longer valid for the task (names the
             file).
         StateCorruptedError: The annotations and the pool state disagree.
+        PoolChangedError: A sample id now points at another file than when the run started.
     """
     # Annotations first: a dataset whose classes changed is named by its file.
     per_round = [a for a in (_recorded_annotations(loop, r) for r in range(manifest.round + 1))
                  if a is not None]
     loop.state = PoolState.load(loop.work_dir / manifest.pool_state,
                                 expected_ids=loop.task.sample_ids())
+    check_sample_keys(loop)
     labeled = {k for answers in per_round for k in answers}
     if labeled != set(int(i) for i in loop.state.labeled_ids()):
         raise StateCorruptedError(
@@ -40,7 +49,7 @@ def restore(loop: 'ActiveLearningLoop', manifest: Manifest) -> int:
             'directory was modified; start a new one')
     for answers in per_round:  # in order: partial annotations of a sample merge
         loop.task.set_annotations(answers)
-    loop.records = loop.store.metrics.read(manifest.completed_round)
+    loop.records = rebuild_records(loop, manifest)
     if manifest.completed_round >= 1:
         # The previous round's model: trained further by some schedules, read by hooks.
         loop.model = loop.load_round_model(manifest.completed_round)
@@ -64,3 +73,54 @@ def _recorded_annotations(loop: 'ActiveLearningLoop', round_idx: int) -> dict[in
     except (AnnotationError, ValueError) as err:
         raise AnnotationError(f'{path}: {err}') from None
     return decoded
+
+
+def rebuild_records(loop: 'ActiveLearningLoop', manifest: Manifest) -> list[dict[str, Any]]:
+    """The records of the committed rounds, from the checksummed round files.
+
+    ``metrics.jsonl`` is only a view of them: when it is missing, damaged or edited it is
+    rewritten (with a warning), so a resumed run never loses or trusts a line of it.
+    """
+    store, state = loop.store, loop.state
+    if state is None:
+        raise RuntimeError('rebuild_records() needs the pool state: load it first')
+    records = []
+    for r in range(1, manifest.completed_round + 1):
+        result = selection = None
+        scores = store.round_dir(r) / 'scores.npz'
+        if store.is_recorded(scores) and store.is_recorded(store.round_dir(r) / 'selected.json'):
+            with np.load(scores, allow_pickle=False) as data:
+                result = ScoreResult(sample_ids=data['sample_ids'], scores=data['scores'])
+            selection = Selection.from_record(store.read_json(r, 'selected.json'))
+        records.append(round_record(r, len(state.labeled_ids(r)),
+                                    store.read_json(r, 'metrics.json'),
+                                    manifest.round_timings.get(str(r), {}), result, selection))
+    if not _holds(store.metrics.path, records):
+        print_log(f'{store.metrics.path} was missing or did not match the round files: '
+                  'rewritten from them', logger='current', level=30)
+        if store.is_main:
+            store.metrics.write(records)
+    return records
+
+
+def _holds(path: Path, records: list[dict[str, Any]]) -> bool:
+    """Whether ``path`` starts with exactly ``records`` (a later line may be the record of a
+    commit interrupted before it was marked; that commit runs again and rewrites the file).
+
+    Runs written before the manifest kept every round's timings rebuild records without
+    them; their lines are then compared without the ``*_s`` timings.
+    """
+    try:
+        lines = path.read_text().splitlines()
+        parsed = [json.loads(line) for line in lines[:len(records)]]
+    except (OSError, ValueError):
+        return False
+    if not all(isinstance(r, dict) for r in parsed):
+        return False
+    if all(any(k.endswith('_s') for k in r) for r in records):
+        return parsed == records
+    return [_untimed(r) for r in parsed] == [_untimed(r) for r in records]
+
+
+def _untimed(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if not k.endswith('_s')}

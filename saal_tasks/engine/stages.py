@@ -195,15 +195,13 @@ class CommitStage(Stage):
     name = 'commit'
 
     def run(self, loop, rnd):
-        timings = dict(loop.store.manifest.timings)
-        record: dict[str, Any] = {'round': rnd.index,
-                                  'num_labeled': int(len(loop.state.labeled_ids(rnd.index))),
-                                  **rnd.metrics, **timings}
-        if rnd.result is not None:
-            record['num_scored'] = int(len(rnd.result.scores))
-            record['num_selected'] = int(len(rnd.selection.sample_ids))
-            if rnd.selection.units is not None:
-                record['num_units_selected'] = int(sum(len(u) for u in rnd.selection.units))
+        manifest = loop.store.manifest
+        timings = dict(manifest.timings)
+        # Kept in the manifest (saved when the stage is marked) so --resume can rebuild this
+        # record from the round files alone.
+        manifest.round_timings[str(rnd.index)] = timings
+        record = round_record(rnd.index, len(loop.state.labeled_ids(rnd.index)), rnd.metrics,
+                              timings, rnd.result, rnd.selection)
         loop.records = [r for r in loop.records if r['round'] < rnd.index] + [record]
         if loop.is_main:
             loop.store.metrics.write(loop.records)
@@ -212,6 +210,29 @@ class CommitStage(Stage):
                   f"(train {timings.get('train_s', 0):.1f}s, "
                   f"score {timings.get('score_s', 0):.1f}s)", logger='current')
         rnd.record = record
+
+
+def round_record(round_idx: int, num_labeled: int, metrics: dict[str, Any],
+                 timings: dict[str, float], result: ScoreResult | None,
+                 selection: Selection | None) -> dict[str, Any]:
+    """A round's line of ``metrics.jsonl`` (the commit and ``--resume`` build it alike).
+
+    Args:
+        round_idx: The round.
+        num_labeled: Samples labeled in rounds ``1..round_idx`` (what it trained on).
+        metrics: Its evaluation (``metrics.json``).
+        timings: Seconds per stage (``<stage>_s``).
+        result: Its scores, ``None`` in a round that does not acquire.
+        selection: Its query, ``None`` in a round that does not acquire.
+    """
+    record: dict[str, Any] = {'round': round_idx, 'num_labeled': int(num_labeled), **metrics,
+                              **timings}
+    if result is not None and selection is not None:
+        record['num_scored'] = int(len(result.scores))
+        record['num_selected'] = int(len(selection.sample_ids))
+        if selection.units is not None:
+            record['num_units_selected'] = int(sum(len(u) for u in selection.units))
+    return record
 
 
 #: The stages of a round, in order.

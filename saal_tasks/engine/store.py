@@ -6,6 +6,7 @@ resumed run's config with it, and ``metrics.jsonl``. Only rank 0 writes; every r
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +27,11 @@ from .manifest import MANIFEST_NAME, Manifest
 MANIFEST = MANIFEST_NAME
 METRICS = 'metrics.jsonl'
 CONFIG_JSON = 'config.json'
+#: Held (``flock``) by the process running in the work dir; holds that process's PID.
+LOCK = '.lock'
+#: What a process leaves before its first state file (the log, the config): a folder holding
+#: one of them but no manifest is a run killed before its first stage.
+STARTED_MARKERS = ('run.log', CONFIG_JSON)
 #: Keys that do not change what a run computes.
 _IGNORED_KEYS = ('work_dir',)
 
@@ -75,6 +81,10 @@ class RunStore:
         self.config_hash = config_hash
         self.rank = rank
         self._manifest: Manifest | None = None
+        self._lock_fd: int | None = None
+        #: Set by :meth:`load` when a changed config was accepted; written by
+        #: :meth:`commit_config_change` once the run has been rebuilt with it.
+        self._config_change_pending = False
         self.config_record = ConfigRecord(self.work_dir / CONFIG_JSON, config, config_hash)
         self.metrics = MetricsLog(self.work_dir / METRICS)
 
@@ -109,6 +119,69 @@ class RunStore:
             raise WorkDirError(f'work directory {self.work_dir} is not writable '
                                f'({err.strerror or err}): choose another --work-dir') from None
 
+    def lock(self) -> None:
+        """Hold the work dir for this process (rank 0; idempotent) until it exits.
+
+        An advisory ``flock`` on ``.lock``: the kernel drops it when the process ends, however
+        it ends, so a killed run never leaves a stale lock behind.
+
+        Raises:
+            WorkDirError: Another process holds the work dir (its PID is named).
+        """
+        if not self.is_main or self._lock_fd is not None:
+            return
+        path = self.work_dir / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise WorkDirError(f'work directory {self.work_dir} is not writable '
+                               f'({err.strerror or err}): choose another --work-dir') from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise WorkDirError(
+                f'another process (PID {holder}) is running in {self.work_dir}: wait for it to '
+                'finish or stop it, or choose another --work-dir') from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f'{os.getpid()}\n'.encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release :meth:`lock` (also released when the process exits)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def prepare(self, resume: bool) -> bool:
+        """Check the folder before anything is written to it; say whether to resume.
+
+        Makes the work dir, proves it writable and locks it, then resolves ``resume``: a
+        folder that a process entered but left before its first state file (its log or
+        config, no manifest) is started afresh, since nothing would be lost.
+
+        Returns:
+            Whether the run resumes.
+
+        Raises:
+            WorkDirError: The folder cannot be written or another process holds it.
+            ResumeError: ``resume`` with nothing to resume, or a new run over an existing one.
+        """
+        self.check_writable()
+        self.lock()
+        if not resume:
+            self.ensure_new()
+            return False
+        if self.has_run():
+            return True
+        if any((self.work_dir / name).exists() for name in STARTED_MARKERS):
+            print_log(f'{self.work_dir} holds no finished stage: starting the run',
+                      logger='current')
+            return False
+        raise ResumeError(f'nothing to resume in {self.work_dir} (no {MANIFEST}): '
+                          'run without --resume to start')
+
     def remove_stale_temporaries(self) -> None:
         """Delete temporary files of writes interrupted before their rename (never state)."""
         if self.is_main:
@@ -118,10 +191,6 @@ class RunStore:
     def has_run(self) -> bool:
         """Whether the folder holds a run (its manifest)."""
         return (self.work_dir / MANIFEST).exists()
-
-    def killed_before_first_stage(self) -> bool:
-        """A run that wrote its config but recorded nothing: restarting it loses nothing."""
-        return not self.has_run() and (self.work_dir / CONFIG_JSON).exists()
 
     # ------------------------------------------------------------------ state files
     def write(self, path: Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -184,6 +253,7 @@ class RunStore:
         barrier()  # every rank has run the checks before rank 0 writes
         if self.is_main:
             self.config_record.write()
+            self.manifest.record_file(self.work_dir, self.config_record.path)
             self.manifest.save(self.work_dir)
         barrier()
 
@@ -198,11 +268,43 @@ class RunStore:
             raise ResumeError(f'nothing to resume in {self.work_dir} (no {MANIFEST}): '
                               'run without --resume to start')
         manifest = Manifest.load(self.work_dir)
+        manifest.verify(self.work_dir)  # config.json too, before it is compared
         if self.config_hash and manifest.config_hash != self.config_hash:
-            self.config_record.accept_change(manifest, allow_config_change, self.is_main)
+            self.config_record.accept_change(manifest, allow_config_change)
+            self._config_change_pending = True
+        self._manifest = manifest
+        return manifest
+
+    def inspect(self) -> Manifest:
+        """The manifest of the run, its state files verified, for tools that read a run
+        without resuming it (label import); the config is not compared.
+
+        Raises:
+            ResumeError: The folder holds no run.
+            StateCorruptedError: A state file is missing or modified.
+        """
+        if not self.has_run():
+            raise ResumeError(f'{self.work_dir} holds no run (no {MANIFEST}): start it with '
+                              'tools/train_al.py first')
+        manifest = Manifest.load(self.work_dir)
         manifest.verify(self.work_dir)
         self._manifest = manifest
         return manifest
+
+    def commit_config_change(self) -> None:
+        """Write an accepted config change (``config.json``, its checksum, the manifest).
+
+        Called once the run has been rebuilt with the new config (annotations validated, the
+        last model loaded), so a change that cannot run leaves the work dir as it was.
+        """
+        if not self._config_change_pending:
+            return
+        self._config_change_pending = False
+        if self.is_main:
+            self.config_record.write()
+            self.manifest.record_file(self.work_dir, self.config_record.path)
+            self.manifest.save(self.work_dir)
+        barrier()
 
     def mark(self, round_idx: int, stage: str, seconds: float | None = None) -> None:
         """Record a finished stage; the manifest is written last, atomically."""
@@ -239,9 +341,10 @@ class ConfigRecord:
         """Write the current config (atomically)."""
         atomic_write_json(self.path, self.config)
 
-    def accept_change(self, manifest: Manifest, allow: bool, write: bool) -> None:
+    def accept_change(self, manifest: Manifest, allow: bool) -> None:
         """A resume with another config: refuse it, naming the changed keys, or (``allow``)
-        record the change in the manifest's history and, when ``write``, the new config.
+        note the change in the manifest's history and hash (in memory: the store writes both
+        with the new ``config.json`` once the run has been rebuilt).
 
         Raises:
             ResumeError: The config changed and ``allow`` is false.
@@ -260,12 +363,14 @@ class ConfigRecord:
                   level=30)
         manifest.history.append(f'config changed on resume: {shown}')
         manifest.config_hash = self.config_hash
-        if write:
-            self.write()
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON record per committed round.
+    """``metrics.jsonl``: one JSON record per committed round, derived from the round files.
+
+    The file is a view for people and plotting tools: ``--resume`` never trusts it, it
+    rebuilds the records from the checksummed round files and rewrites the file when it is
+    missing or differs (see :func:`saal_tasks.engine.resume.restore`).
 
     Args:
         path: The file.
@@ -274,13 +379,20 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @staticmethod
+    def encode(records: list[dict[str, Any]]) -> bytes:
+        """The file's bytes for ``records``."""
+        return ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records).encode()
+
     def write(self, records: list[dict[str, Any]]) -> None:
         """Rewrite the file whole (atomically), so repeating a commit is harmless."""
-        text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records)
-        atomic_write(self.path, lambda f: f.write(text.encode()))
+        data = self.encode(records)
+        atomic_write(self.path, lambda f: f.write(data))
 
-    def read(self, up_to_round: int) -> list[dict[str, Any]]:
-        """The records of rounds ``<= up_to_round``."""
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        records = [json.loads(line) for line in lines if line.strip()]
-        return [r for r in records if r['round'] <= up_to_round]
+    def matches(self, records: list[dict[str, Any]]) -> bool:
+        """Whether the file holds exactly ``records``."""
+        try:
+            return self.path.read_bytes() == self.encode(records)
+        except OSError:
+            return False
+

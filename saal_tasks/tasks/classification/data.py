@@ -61,6 +61,9 @@ class ClassificationData:
         train_ids: Stable sample id of each training image ``[N]`` (int64, strictly
             increasing); ``None`` means ``0..N-1``. Builders that may skip files (corrupt
             images) keep the ids of the others unchanged this way.
+        sample_keys: What each training image is, aligned with ``train_y`` (for files:
+            relative path, size and content hash), so a resumed run can tell that an id now
+            points at another file; ``None`` for datasets whose content is fixed.
     """
 
     name: str
@@ -74,6 +77,7 @@ class ClassificationData:
     std: tuple[float, ...]
     max_value: float
     train_ids: Tensor | None = None
+    sample_keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Catch inconsistent builders early, where the message can still name the dataset.
@@ -96,6 +100,9 @@ class ClassificationData:
                     len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all())):
                 raise ValueError(f'{self.name}: train_ids must be strictly increasing int64 '
                                  f'[{self.train_y.shape[0]}]')
+        if self.sample_keys is not None and len(self.sample_keys) != self.train_y.shape[0]:
+            raise ValueError(f'{self.name}: sample_keys must hold one key per training image '
+                             f'({self.train_y.shape[0]}), got {len(self.sample_keys)}')
         if any(s <= 0 for s in self.std) or self.max_value <= 0:
             raise ValueError(f'{self.name}: std entries and max_value must be positive')
 

@@ -1,7 +1,10 @@
 """Your own images: ``root/{train,test}/<class name>/*.png|jpg`` loaded into memory."""
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,6 +13,9 @@ from mmengine.logging import print_log
 from ...core.errors import ConfigError
 from ...registry import DATASETS
 from .data import ClassificationData, DatasetNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 
@@ -31,39 +37,84 @@ def _list_split(root: Path, split: str, classes: list[str] | None) -> tuple[list
     if unknown:
         raise ConfigError(f'{folder} has class folders {unknown} that the train split does not '
                           'have: use the same class folders in both splits')
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for label, name in enumerate(classes):
-        for path in sorted((folder / name).glob('*')) if (folder / name).is_dir() else []:
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(path)
-                labels.append(label)
+        found_here = [p for p in (sorted((folder / name).glob('*')) if (folder / name).is_dir()
+                                  else []) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if (folder / name).is_dir() and not found_here:
+            empty.append(folder / name)
+        files.extend(found_here)
+        labels.extend([label] * len(found_here))
     if not files:
         raise ConfigError(f'no images ({", ".join(IMAGE_SUFFIXES)}) found under {folder}/<class '
                           'name>/: the dataset is empty; check task.dataset.root')
+    if split == 'train' and empty:
+        # It would still count as a class, one the model never sees a sample of.
+        raise ConfigError(f'class folder {empty[0]} holds no images '
+                          f'({", ".join(IMAGE_SUFFIXES)}): add images or remove the folder')
     return files, labels, classes
 
 
-def _decode(paths: list[Path], mode: str, on_corrupt: str) -> tuple[list[np.ndarray], list[int]]:
-    """Decode images; return arrays ``[H, W, C]`` and the positions that decoded."""
+def _key(root: Path, path: Path, data: bytes) -> str:
+    """What a file is: relative path, size and a content hash (what its sample id means)."""
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+    return f'{path.relative_to(root).as_posix()} {len(data)} {digest}'
+
+
+def _pixels(img: 'Image.Image', mode: str, path: Path) -> np.ndarray:
+    """The image as uint8 ``[H, W, C]`` in ``mode``, 16-bit images scaled, not clipped.
+
+    PIL's ``convert`` clips 16-bit grey values (``I;16``, ``I``) to 255, so a 16-bit PNG would
+    load as a white image; the high byte is the exact 8-bit value of a 16-bit sample.
+    """
+    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        grey = np.asarray(img, dtype=np.int64)
+        if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
+            raise CorruptImageError(
+                f'image {path} is {img.mode} with values outside 0..65535: save it as an 8- or '
+                '16-bit PNG')
+        grey = (grey >> 8).astype(np.uint8)
+        return grey[..., None] if mode == 'L' else np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == 'F':
+        raise CorruptImageError(f'image {path} holds floating-point pixels (mode F): save it '
+                                'as an 8- or 16-bit PNG or a JPEG')
+    return np.asarray(img.convert(mode), dtype=np.uint8).reshape(img.size[1], img.size[0], -1)
+
+
+def _decode(root: Path, paths: list[Path], mode: str,
+            on_corrupt: str) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """Decode images; return arrays ``[H, W, C]``, the positions that decoded, their keys."""
     from PIL import Image, UnidentifiedImageError
-    arrays, kept, bad = [], [], []
+    arrays, kept, keys, bad = [], [], [], []
     for pos, path in enumerate(paths):
         try:
-            with Image.open(path) as img:
-                arrays.append(np.asarray(img.convert(mode), dtype=np.uint8).reshape(
-                    img.size[1], img.size[0], -1))
+            data = path.read_bytes()  # read once: hashed for the key and decoded
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()  # a truncated file fails here, not later in training
+                arrays.append(_pixels(img, mode, path))
             kept.append(pos)
-        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            keys.append(_key(root, path, data))
+        except CorruptImageError:  # a readable file we cannot use: named already
+            if on_corrupt == 'stop':
+                raise
+            bad.append(path)
+        except Image.DecompressionBombError as err:
+            if on_corrupt == 'stop':
+                raise CorruptImageError(
+                    f'image {path} is too large to decode safely ({err}): resize it, or set '
+                    "task.dataset.on_corrupt='skip' to leave it out") from None
+            bad.append(path)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             if on_corrupt == 'stop':
                 raise CorruptImageError(
                     f'corrupt or truncated image {path} ({err}): replace or remove it, or set '
                     "task.dataset.on_corrupt='skip' to leave it out") from None
             bad.append(path)
     if bad:
-        print_log(f'skipped {len(bad)} corrupt image(s) (on_corrupt=skip): '
+        print_log(f'skipped {len(bad)} unreadable image(s) (on_corrupt=skip): '
                   f"{', '.join(str(p) for p in bad[:5])}{' ...' if len(bad) > 5 else ''}",
                   logger='current', level=30)
-    return arrays, kept
+    return arrays, kept, keys
 
 
 @DATASETS.register_module()
@@ -72,7 +123,10 @@ def ImageFolderData(root: str, grayscale: bool = False,
     """Images in class folders, split into ``train`` (the pool) and ``test``.
 
     Sample ids are positions in the sorted list of training files, counted before corrupt
-    files are skipped, so skipping a file never changes another file's id.
+    files are skipped, so skipping a file never changes another file's id. Each id's file
+    (relative path, size, content hash) is recorded when a run starts: a resumed run whose
+    ids now point at other files is refused. 16-bit grey images are scaled to 8 bits;
+    images too large to decode safely (PIL's decompression-bomb limit) count as unreadable.
 
     Args:
         root: Folder holding ``train/<class>/`` and ``test/<class>/``.
@@ -88,9 +142,11 @@ def ImageFolderData(root: str, grayscale: bool = False,
     mode = 'L' if grayscale else 'RGB'
     train_files, train_labels, classes = _list_split(root_path, 'train', None)
     test_files, test_labels, _ = _list_split(root_path, 'test', classes)
-    splits = []
+    splits, train_keys = [], []
     for files, labels in ((train_files, train_labels), (test_files, test_labels)):
-        arrays, kept = _decode(files, mode, on_corrupt)
+        arrays, kept, keys = _decode(root_path, files, mode, on_corrupt)
+        if not splits:  # the train split: its keys say what each sample id is
+            train_keys = keys
         if not arrays:
             raise ConfigError(f'every image under {files[0].parent.parent} is corrupt: the '
                               'dataset is empty')
@@ -110,5 +166,5 @@ def ImageFolderData(root: str, grayscale: bool = False,
         test_x=test_x, test_y=test_y, num_classes=len(classes), in_channels=train_x.shape[1],
         mean=tuple(scaled.mean(dim=(0, 2, 3)).tolist()),
         std=tuple(max(s, 1e-6) for s in scaled.std(dim=(0, 2, 3)).tolist()),
-        max_value=255.0, train_ids=train_ids)
+        max_value=255.0, train_ids=train_ids, sample_keys=tuple(train_keys))
 

@@ -108,6 +108,11 @@ class ClassificationTask(BaseTask):
     def sample_ids(self) -> np.ndarray:
         return self._ids.copy()
 
+    def sample_keys(self) -> dict[int, str] | None:
+        if self.data.sample_keys is None:
+            return None
+        return dict(zip(self._ids.tolist(), self.data.sample_keys))
+
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
         ys = self.data.train_y[rows_of(self._ids, sample_ids, self.data.name)]
         return {int(i): int(y) for i, y in zip(sample_ids, ys)}
