@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import os.path as osp
 import sys
@@ -53,6 +54,11 @@ def load_config(path: str, *, work_dir: str | None = None, cfg_options: dict | N
         raise FileNotFoundError(f'config file {path} does not exist: check the path')
     try:
         cfg = Config.fromfile(path)
+    except FileNotFoundError:
+        # mmengine says only "[Errno 2] No such file or directory", naming no file.
+        raise ConfigError(_missing_base(path) or (
+            f'cannot read config {path}: a file it reads does not exist (check its _base_ '
+            'and any paths it opens)')) from None
     except (SyntaxError, ImportError, KeyError, ValueError, TypeError) as err:
         raise ConfigError(f'cannot read config {path}: {err}') from None
     if cfg_options:
@@ -67,6 +73,40 @@ def load_config(path: str, *, work_dir: str | None = None, cfg_options: dict | N
     if seed is not None:
         cfg.seed = seed
     return cfg
+
+
+def _bases(path: str) -> list[str]:
+    """The ``_base_`` entries of a config file (literal strings only; ``[]`` if none)."""
+    try:
+        tree = ast.parse(open(path, encoding='utf-8').read())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == '_base_'
+                                                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            return [value] if isinstance(value, str) else [v for v in value
+                                                           if isinstance(v, str)]
+    return []
+
+
+def _missing_base(path: str, chain: tuple[str, ...] = ()) -> str | None:
+    """The error text naming the missing ``_base_`` file of ``path`` or of its bases."""
+    for base in _bases(path):
+        if '::' in base:  # another package's config (mmdet::...): its own loader's business
+            continue
+        full = osp.normpath(osp.join(osp.dirname(path), base))
+        if not osp.isfile(full):
+            via = ''.join(f' (inherited through {c})' for c in reversed(chain))
+            return (f'config {path}{via} inherits {base!r} (_base_), but {full} does not exist: '
+                    'fix the _base_ path (it is relative to the config file)')
+        found = _missing_base(full, (*chain, path))
+        if found is not None:
+            return found
+    return None
 
 
 def run_reporting_errors(main: Callable[[], int]) -> int:

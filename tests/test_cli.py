@@ -67,3 +67,15 @@ def test_missing_dataset_is_one_line(tmp_path):
 def test_missing_config_file(tmp_path):
     proc = run_tool(tmp_path / 'nope.py')
     assert proc.returncode == 2 and 'does not exist' in proc.stderr
+
+
+def test_missing_base_names_the_file(tmp_path):
+    (tmp_path / 'parent.py').write_text("_base_ = ['./nope.py']\na = 1\n")
+    (tmp_path / 'child.py').write_text("_base_ = ['./parent.py']\n")
+    proc = run_tool(tmp_path / 'child.py', '--work-dir', tmp_path / 'w')
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert (f"config {tmp_path / 'parent.py'} (inherited through {tmp_path / 'child.py'}) "
+            f"inherits './nope.py' (_base_), but {tmp_path / 'nope.py'} does not exist") in lines[0]
+    assert not (tmp_path / 'w').exists()
