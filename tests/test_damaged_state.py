@@ -298,3 +298,30 @@ def test_37_empty_class_folder_is_refused(tmp_path):
         DATASETS.build(dict(type='ImageFolderData', root=str(tmp_path / 'imgs')))
     text = one_line(info.value)
     assert f'class folder {tmp_path / "imgs" / "train" / "d"} holds no images' in text
+
+
+def test_a_full_disk_or_a_file_in_the_way_at_file_creation_is_one_line(tmp_path, monkeypatch):
+    """Case 45: the temporary file and the folder are part of the write (no traceback)."""
+    import errno
+    import tempfile
+
+    from saal_tasks.core.io import atomic_write_json
+
+    target = tmp_path / 'state.json'
+    target.write_text('{"old": 1}')
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(tempfile, 'mkstemp', full)
+    with pytest.raises(WorkDirError, match='No space left on device') as info:
+        atomic_write_json(target, {'new': 2})
+    assert str(target) in one_line(info.value)
+    assert target.read_text() == '{"old": 1}'
+    monkeypatch.undo()
+
+    (tmp_path / 'blocker').write_text('a file where a folder should be')
+    with pytest.raises(WorkDirError, match='Not a directory|File exists') as info:
+        atomic_write_json(tmp_path / 'blocker' / 'sub' / 'x.json', {})
+    assert 'blocker' in one_line(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['blocker', 'state.json']

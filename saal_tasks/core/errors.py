@@ -32,3 +32,13 @@ class AnnotationError(UserError, ValueError):
 
 class WorkDirError(UserError, OSError):
     """The work directory cannot be written (permissions, not a folder, disk full)."""
+
+
+def naming_file(path: object, err: Exception) -> AnnotationError:
+    """``err`` as an :class:`AnnotationError` whose message names ``path`` (once).
+
+    Readers of answers name the file in some messages and not in others; the callers that
+    know the file use this so that every import error names it exactly once.
+    """
+    message = str(err)
+    return AnnotationError(message if str(path) in message else f'{path}: {message}')

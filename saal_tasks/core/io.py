@@ -25,16 +25,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         WorkDirError: The file could not be written (disk full, permissions).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    tmp: str | None = None
     try:
+        # Creating the folder or the temporary file is the first write: a full disk or a
+        # read-only folder fails here, and gets the same one-line error as a failed write.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError):
             raise WorkDirError(

@@ -48,7 +48,7 @@ def import_answers(loop: 'ActiveLearningLoop', path: str | os.PathLike) -> tuple
         raise loop.oracle.no_answer_files()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'answers file {path} does not exist')
+        raise FileNotFoundError(f'answers file {path} does not exist: check the path')
     loop.store.lock()  # no run may change the work dir while its answers come in
     try:
         loop.store.inspect()

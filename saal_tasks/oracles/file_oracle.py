@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from mmengine.dist import barrier, is_main_process
 
-from ..core.errors import AnnotationError, ConfigError
+from ..core.errors import AnnotationError, ConfigError, naming_file
 from ..core.io import atomic_write
 from ..core.oracle import Answers, BaseOracle, QueryPending, validate_answers
 from ..core.task import BaseTask
@@ -111,7 +111,7 @@ class FileOracle(BaseOracle):
                 read = restrict_answers(task, read, sample_ids, units)
             answers = validate_answers(task, sample_ids, read)
         except (AnnotationError, ValueError) as err:
-            raise AnnotationError(f'{path}: {err}') from None
+            raise naming_file(path, err) from None
         folder = self.query_dir(round_idx)
         folder.mkdir(parents=True, exist_ok=True)
         data = path.read_bytes()
@@ -136,7 +136,10 @@ class FileOracle(BaseOracle):
         ids = [int(i) for i in sample_ids]
         answers = self.answers_file(folder) if folder.is_dir() else None
         if answers is not None:
-            read = task.read_answers(answers)
+            try:
+                read = task.read_answers(answers)
+            except (AnnotationError, ValueError) as err:
+                raise naming_file(answers, err) from None
             return read if units is None else restrict_answers(task, read, ids, units)
         listing: dict[str, Any] = {'round': round_idx, 'sample_ids': ids}
         if units is not None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ...core.errors import AnnotationError
+from ...core.text_files import read_csv_records, read_text
 
 _ID_IN_NAME = re.compile(r'sample_(\d+)')
 _ID_KEYS = ('sample_id',)  # not 'id': annotation tools use it for their own task ids
@@ -103,7 +104,9 @@ def read_answers(path: Path, class_names: Sequence[str]) -> list[tuple[int, int]
     path = Path(path)
     if path.suffix.lower() == '.json':
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path))
+        except AnnotationError:
+            raise
         except ValueError as err:
             raise AnnotationError(f'{path} is not valid JSON ({err})') from None
         if isinstance(data, dict):
@@ -113,8 +116,7 @@ def read_answers(path: Path, class_names: Sequence[str]) -> list[tuple[int, int]
         else:
             raise AnnotationError(f'{path}: expected a JSON object or list of records')
     elif path.suffix.lower() == '.csv':
-        with open(path, newline='') as f:
-            records = list(csv.DictReader(f))
+        records = read_csv_records(path)
     else:
         raise AnnotationError(f'{path}: answers must be .csv or .json')
     pairs = []

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ...core.errors import AnnotationError
+from ...core.text_files import decode_text, read_text
 
 #: The exported COCO file of a query.
 QUERY_COCO = 'query_coco.json'
@@ -173,13 +174,15 @@ def _load_coco(path: Path) -> dict:
                 if len(names) != 1:
                     raise AnnotationError(f'the zip holds {len(names)} JSON files {names[:3]}: '
                                           'it must hold exactly one COCO annotation file')
-                text = archive.read(names[0]).decode('utf-8')
+                text = decode_text(archive.read(names[0]), names[0])
         elif path.suffix.lower() == '.json':
-            text = path.read_text()
+            text = read_text(path)
         else:
             raise AnnotationError('detection answers must be a COCO .json file (or a .zip '
                                   'holding one, as CVAT exports it)')
         data = json.loads(text)
+    except AnnotationError:
+        raise
     except (ValueError, zipfile.BadZipFile) as err:
         raise AnnotationError(f'not a readable COCO file ({err})') from None
     if not isinstance(data, dict) or not isinstance(data.get('images'), list) or \
