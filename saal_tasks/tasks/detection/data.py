@@ -14,7 +14,7 @@ config). VOC2007's ``'000005'`` is ``5``; VOC2012's ``'2008_000008'`` is ``12008
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -64,12 +64,15 @@ class ImagePool:
     Args:
         leaves: Built mmdet datasets (``BaseDetDataset``), in flattened-config order. All must
             share the same ``classes``.
+        skip: Per leaf, image ids left out of the pool (corrupt files under
+            ``on_corrupt='skip'``); ``None`` keeps every image.
 
     Raises:
         ConfigError: Leaves disagree on classes, or two images map to the same id.
     """
 
-    def __init__(self, leaves: Sequence[Any]) -> None:
+    def __init__(self, leaves: Sequence[Any],
+                 skip: Sequence[Collection[str]] | None = None) -> None:
         if not leaves:
             raise ConfigError('task.train_dataloader.dataset has no datasets: configure at '
                               'least one VOC image set')
@@ -82,8 +85,12 @@ class ImagePool:
         self.classes = classes
         ids, where = [], {}
         for leaf_index, leaf in enumerate(self.leaves):
+            left_out = set(skip[leaf_index]) if skip else set()
             for pos in range(len(leaf)):
-                sid = encode_sample_id(leaf_index, leaf.get_data_info(pos)['img_id'])
+                img_id = leaf.get_data_info(pos)['img_id']
+                if img_id in left_out:
+                    continue
+                sid = encode_sample_id(leaf_index, img_id)
                 if sid in where:
                     raise ConfigError(f'image {leaf.get_data_info(pos)["img_id"]} appears '
                                       'twice in one dataset: remove the duplicate from its '

@@ -52,9 +52,10 @@ from .losses import (LevelProjections, badge_embeddings, batch_forward,
                      box_classification_losses, detect, select_pseudo_boxes)
 from .data import ImagePool, LabeledSubset, flatten_dataset_cfg, labeled_loader_cfg, loader_cfg
 from .label_files import export_coco_query, predicted_boxes, read_coco_answers
+from .voc_files import ImageSetReport, check_policies, check_voc_image_set
 
 from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after .losses, see above)
-from mmdet.datasets import VOCDataset  # noqa: E402
+from mmdet.datasets import VOCDataset, XMLDataset  # noqa: E402
 from mmdet.registry import DATASETS, MODELS  # noqa: E402
 
 #: Runner hooks the task switches off: the AL loop owns checkpoints (its schedule), and
@@ -97,6 +98,22 @@ def _check_files(leaf_cfg: dict, field: str) -> None:
             f'{field}: {osp.abspath(path)} does not exist. Put PASCAL VOC (VOCdevkit with '
             'VOC2007 and VOC2012) there or set task.data_root=<path to VOCdevkit/>; to try '
             'detection without VOC, run `make demo-det` (generated data in the same layout)')
+
+
+def _build_checked(leaf_cfg: dict, key: str, on_unknown_class: str, on_corrupt: str,
+                   pool: bool) -> tuple[Any, ImageSetReport]:
+    """Build one leaf dataset, checking a VOC-style dataset's files before mmdet parses them.
+
+    Returns:
+        The fully initialised dataset and what the check found (empty for datasets that are
+        not XML-based).
+    """
+    dataset = DATASETS.build({**leaf_cfg, 'lazy_init': True})
+    report = ImageSetReport()
+    if isinstance(dataset, XMLDataset):
+        report = check_voc_image_set(dataset, key, on_unknown_class, on_corrupt, pool)
+    dataset.full_init()
+    return dataset, report
 
 
 def _pretrained_checkpoints(cfg: Any) -> list[str]:
@@ -193,6 +210,12 @@ class DetectionTask(BaseTask):
         runner_dir: Folder for the Runner's logs; ``None`` uses a temporary folder deleted
             after each training.
         log_level: Level of the Runner's logger (``'WARNING'`` hides per-iteration lines).
+        on_unknown_class: An XML object whose class is not among the dataset's classes:
+            ``'stop'`` (one line naming the file) or ``'drop'`` (left out, as mmdet does,
+            counted in one warning).
+        on_corrupt: A pool image whose header is unreadable or whose file is cut short:
+            ``'stop'`` (one line naming the file) or ``'skip'`` (left out of the pool, one
+            warning). Test images are always checked with ``'stop'``.
 
     Attributes:
         latest_model: The model this task last trained or evaluated (``None`` before). A
@@ -209,7 +232,9 @@ class DetectionTask(BaseTask):
                  empty_policy: str = 'zero',
                  init_checkpoint: str | None = None, badge_feature_dim: int | None = None,
                  badge_projection_seed: int = 0, share_forward: bool = True,
-                 runner_dir: str | None = None, log_level: str = 'INFO') -> None:
+                 runner_dir: str | None = None, log_level: str = 'INFO',
+                 on_unknown_class: str = 'stop', on_corrupt: str = 'stop') -> None:
+        check_policies(on_unknown_class, on_corrupt)
         if empty_policy not in EMPTY_POLICIES:
             raise ConfigError(f'task.empty_policy must be one of {EMPTY_POLICIES}, got '
                               f'{empty_policy!r}')
@@ -256,7 +281,13 @@ class DetectionTask(BaseTask):
             _check_files(leaf, 'task.test_dataloader.dataset')
         _check_pretrained(self.model_cfg)
         with DefaultScope.overwrite_default_scope('mmdet'):
-            self.pool = ImagePool([DATASETS.build(leaf) for leaf in leaves])
+            for leaf in flatten_dataset_cfg(self.test_loader_cfg['dataset']):
+                _build_checked(leaf, 'task.test_dataloader.dataset', on_unknown_class, 'stop',
+                               pool=False)
+            built = [_build_checked(leaf, 'task.train_dataloader.dataset', on_unknown_class,
+                                    on_corrupt, pool=True) for leaf in leaves]
+            self.pool = ImagePool([dataset for dataset, _ in built],
+                                  skip=[set(report.corrupt) for _, report in built])
             self.test_pipeline = Compose(self.test_loader_cfg['dataset']['pipeline'])
         num_classes = self.model_cfg['bbox_head'].get('num_classes')
         if num_classes != len(self.pool.classes):

@@ -37,7 +37,7 @@ from mmseg.registry import DATASETS  # noqa: E402
 __all__ = [
     'Cityscapes16Dataset', 'DATASET_KINDS', 'DEMO_HINT', 'ImageSet', 'MEAN', 'STD',
     'SynthiaDataset', 'build_seg_dataset', 'check_layout', 'cityscapes_prefix', 'load_batch',
-    'read_sample', 'sample_names', 'to_tensor'
+    'check_label_files', 'read_sample', 'sample_names', 'to_tensor'
 ]
 
 #: Values of ``kind`` in :func:`check_layout` and :func:`build_seg_dataset`.
@@ -209,6 +209,50 @@ def build_seg_dataset(kind: str, data_root: str | Path, split: str | None = None
                                **kwargs)
 
 
+def _fix_command(dataset: BaseSegDataset) -> str:
+    """The converter command that rewrites ``dataset``'s train-id labels (named in errors)."""
+    root = dataset.data_root
+    if isinstance(dataset, SynthiaDataset):
+        return f'{CONVERT_COMMAND} synthia {root} --force'
+    if isinstance(dataset, Cityscapes16Dataset):
+        split = os.path.basename(os.path.normpath(dataset.data_prefix['seg_map_path']))
+        return f'{CONVERT_COMMAND} cityscapes {root} --split {split} --force'
+    return CONVERT_COMMAND
+
+
+def _num_classes(dataset: BaseSegDataset) -> int:
+    """Number of train ids of ``dataset`` (its metainfo's classes; the 16 classes otherwise)."""
+    return len(dataset.metainfo.get('classes') or CLASSES16)
+
+
+def _read_label(path: str) -> np.ndarray | None:
+    """A label file as cv2 reads it unchanged; palette PNGs as their indices ``[H, W]``."""
+    import cv2
+
+    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if label is not None and label.ndim == 3:
+        # OpenCV expands palette PNGs to colours; their indices are the train ids.
+        from PIL import Image
+        with Image.open(path) as image:
+            if image.mode == 'P':
+                return np.asarray(image, dtype=np.uint8)
+    return label
+
+
+def _check_label_values(label: np.ndarray, path: str, dataset: BaseSegDataset) -> None:
+    """Raise if ``label`` holds a value that is neither a train id nor 255 (ignore)."""
+    num_classes = _num_classes(dataset)
+    counts = np.bincount(label.ravel(), minlength=256)
+    bad = np.flatnonzero(counts[num_classes:255]) + num_classes
+    if not bad.size:
+        return
+    shown = ', '.join(str(int(v)) for v in bad[:5])
+    more = f' (and {bad.size - 5} more)' if bad.size > 5 else ''
+    raise ConfigError(f'label {path} holds values {shown}{more} that are neither train ids '
+                      f'0..{num_classes - 1} nor 255 (ignore): rerun `{_fix_command(dataset)}` '
+                      f'(it writes train ids 0..{num_classes - 1} and 255) or replace the file')
+
+
 def read_sample(dataset: BaseSegDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
     """The image and train-id label of one sample, read from its files.
 
@@ -222,6 +266,9 @@ def read_sample(dataset: BaseSegDataset, index: int) -> tuple[np.ndarray, np.nda
 
     Raises:
         FileNotFoundError: An image or label file cannot be read.
+        ConfigError: The label is not one 8-bit channel, or (after ``label_map``) holds a
+            value that is neither a train id (below the number of classes) nor 255; one line
+            naming the file and the converter command that rewrites it.
     """
     import cv2
 
@@ -229,21 +276,78 @@ def read_sample(dataset: BaseSegDataset, index: int) -> tuple[np.ndarray, np.nda
     image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f'cannot read image {info["img_path"]}: check the dataset folder')
-    label = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED)
+    path = info['seg_map_path']
+    label = _read_label(path)
     if label is None:
-        raise FileNotFoundError(f'cannot read label {info["seg_map_path"]}: check the dataset '
+        raise FileNotFoundError(f'cannot read label {path}: check the dataset '
                                 'folder or rerun the label converter')
     if label.ndim != 2 or label.dtype != np.uint8:
-        raise ValueError(f'label {info["seg_map_path"]} must be one 8-bit channel of train ids, '
-                         f'got shape {label.shape} dtype {label.dtype}: convert the raw labels '
-                         f'with {CONVERT_COMMAND}')
+        raise ConfigError(f'label {path} must be one 8-bit channel of train ids (PNG mode L '
+                          f'or P), got shape {label.shape} dtype {label.dtype}: rerun '
+                          f'`{_fix_command(dataset)}` or replace the file')
     label_map = info.get('label_map')
     if label_map:
         mapped = label.copy()
         for old_id, new_id in label_map.items():
             mapped[label == old_id] = new_id
         label = mapped
+    _check_label_values(label, path, dataset)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), label
+
+
+def _png_header(path: str, what: str) -> tuple[tuple[int, int], str]:
+    """``((width, height), mode)`` of an image file, from its header only (no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except (UnidentifiedImageError, OSError) as err:
+        raise FileNotFoundError(f'cannot read {what} {path} ({type(err).__name__}): check the '
+                                'dataset folder or rerun the label converter') from None
+
+
+def _first_of(problems: list[str], total: int, what: str) -> str:
+    """The one problem, or how many of ``total`` there are and the first."""
+    if len(problems) == 1:
+        return problems[0]
+    return f'{len(problems)} of {total} labels {what}, the first: {problems[0]}'
+
+
+def check_label_files(dataset: BaseSegDataset, count: int | None = None) -> None:
+    """Check, from the PNG headers only, that each label fits its image.
+
+    Every label of the first ``count`` samples (all when None) must be one 8-bit channel
+    (mode ``'L'`` or ``'P'``) and have its image's width and height. Only headers are read
+    (no pixel is decoded); the label values are checked lazily by :func:`read_sample`.
+
+    Raises:
+        ConfigError: One line naming the (first) wrong label, both sizes or its mode, how
+            many are wrong, and the converter command that rewrites them.
+        FileNotFoundError: A file's header cannot be read.
+    """
+    total = len(dataset) if count is None else min(int(count), len(dataset))
+    wrong_mode: list[str] = []
+    wrong_size: list[str] = []
+    for index in range(total):
+        info = dataset.get_data_info(index)
+        label_path, image_path = info['seg_map_path'], info['img_path']
+        (label_w, label_h), mode = _png_header(label_path, 'label')
+        if mode not in ('L', 'P'):
+            wrong_mode.append(f'label {label_path} has mode {mode}, not one 8-bit channel of '
+                              'train ids (L or P)')
+            continue
+        (image_w, image_h), _ = _png_header(image_path, 'image')
+        if (label_w, label_h) != (image_w, image_h):
+            wrong_size.append(f'label {label_path} is {label_w}x{label_h} but its image '
+                              f'{image_path} is {image_w}x{image_h}')
+    files = 'the file' if len(wrong_mode) + len(wrong_size) == 1 else 'the files'
+    fix = f'rerun `{_fix_command(dataset)}` or replace {files}'
+    if wrong_mode:
+        raise ConfigError(f'{_first_of(wrong_mode, total, "are not one 8-bit channel")}: '
+                          f'labels must be train ids in one 8-bit channel; {fix}')
+    if wrong_size:
+        raise ConfigError(f'{_first_of(wrong_size, total, "differ in size from their image")}'
+                          f': labels must have their image\'s size; {fix}')
 
 
 def sample_names(dataset: BaseSegDataset) -> list[str]:
@@ -280,6 +384,8 @@ class ImageSet:
                                          self.spec.get('split'))
         self.size = (int(size[0]), int(size[1]))
         self.length = len(self.dataset) if limit is None else min(limit, len(self.dataset))
+        # Headers only: a label of another size than its image would be stretched silently.
+        check_label_files(self.dataset, self.length)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._eval_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
