@@ -1,12 +1,14 @@
-"""What the command-line tools share: reading a config with overrides, one-line errors."""
+"""What the command-line tools share: reading a config with overrides, one-line errors, and
+the exact command that continues a run."""
 from __future__ import annotations
 
 import argparse
 import ast
 import os
 import os.path as osp
+import shlex
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from mmengine.config import Config, DictAction
 
@@ -109,8 +111,65 @@ def _missing_base(path: str, chain: tuple[str, ...] = ()) -> str | None:
     return None
 
 
-def run_reporting_errors(main: Callable[[], int]) -> int:
-    """Run ``main``; a user error becomes one ``error: ...`` line and exit code 2."""
+#: Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+def resume_command(config: str, work_dir: str, cfg_options: Sequence[str] | None = None,
+                   seed: int | None = None, launcher: str = 'none') -> str:
+    """The ``tools/train_al.py`` command that continues a run, quoted for a POSIX shell.
+
+    It repeats the run's ``--cfg-options`` (the resumed config must be the one the run was
+    started with, or resume refuses it as "a different config") and names the work dir.
+
+    Args:
+        config: The config file as the user named it.
+        work_dir: The run's work dir.
+        cfg_options: The ``--cfg-options`` items as given (``KEY=VALUE`` strings).
+        seed: ``--seed`` when it was given.
+        launcher: ``--launcher``; ``'pytorch'`` prefixes ``torchrun --nproc_per_node=N``.
+    """
+    argv = ['tools/train_al.py', config, '--work-dir', str(work_dir), '--resume']
+    if seed is not None:
+        argv += ['--seed', str(seed)]
+    if cfg_options:
+        argv += ['--cfg-options', *cfg_options]
+    if launcher == 'pytorch':
+        world = os.environ.get('WORLD_SIZE', 'N')
+        return shlex.join(['torchrun', f'--nproc_per_node={world}', *argv,
+                           '--launcher', 'pytorch'])
+    return shlex.join(['python', *argv])
+
+
+def import_command(config: str, work_dir: str, cfg_options: Sequence[str] | None = None,
+                   seed: int | None = None, answers: str = 'ANSWERS') -> str:
+    """The ``tools/import_labels.py`` command for a run's waiting query (shell-quoted).
+
+    Args:
+        config: The config file as the user named it.
+        work_dir: The run's work dir.
+        cfg_options: The run's ``--cfg-options`` items (the config must be the run's).
+        seed: ``--seed`` when it was given.
+        answers: The answers file (a placeholder by default).
+    """
+    argv = ['python', 'tools/import_labels.py', config, answers, '--work-dir', str(work_dir)]
+    if seed is not None:
+        argv += ['--seed', str(seed)]
+    if cfg_options:
+        argv += ['--cfg-options', *cfg_options]
+    return shlex.join(argv)
+
+
+def run_reporting_errors(main: Callable[[], int],
+                         on_interrupt: Callable[[], str] | None = None) -> int:
+    """Run ``main``; a user error becomes one ``error: ...`` line and exit code 2.
+
+    Args:
+        main: The tool's work; returns its exit code.
+        on_interrupt: Called on Ctrl-C for the one line to print instead of a traceback
+            (where the run stopped and how to continue it); exit code
+            :data:`EXIT_INTERRUPTED`.
+    """
     try:
         return main()
     except USER_ERRORS as err:
@@ -118,3 +177,8 @@ def run_reporting_errors(main: Callable[[], int]) -> int:
             raise
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get('SAAL_DEBUG') or on_interrupt is None:
+            raise
+        print(on_interrupt(), file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -96,7 +96,8 @@ def _pick_round(work_dir: Path, requested: int | None) -> tuple[int, Path]:
         if path is not None:
             return r, path
     raise ResumeError(f'{work_dir} holds no saved model: run with '
-                      "SharpnessDiagnosticsHook(save_model=True) or al.schedule=dict(type='ContinueSchedule')")
+                      'SharpnessDiagnosticsHook(save_model=True) or '
+                      "al.schedule=dict(type='ContinueSchedule')")
 
 
 def _pool_state(work_dir: Path, expected_ids: np.ndarray) -> PoolState:

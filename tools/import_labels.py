@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saal_tasks.cli import load_config, parse_cfg_options, run_reporting_errors  # noqa: E402
+from saal_tasks.cli import (load_config, parse_cfg_options, resume_command,  # noqa: E402
+                            run_reporting_errors)
 from saal_tasks.engine import ActiveLearningLoop  # noqa: E402
 
 
@@ -32,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         '(classification), COCO JSON or zip (detection), zip of label PNGs '
                         '(segmentation)')
     parser.add_argument('--work-dir', help='the run\'s work dir (default: as in train_al.py)')
-    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE')
+    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
+                        help='the --cfg-options the run was started with')
+    parser.add_argument('--seed', type=int, help='the --seed the run was started with')
     return parser.parse_args(argv)
 
 
@@ -41,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         cfg = load_config(args.config, work_dir=args.work_dir,
-                          cfg_options=parse_cfg_options(args.cfg_options))
+                          cfg_options=parse_cfg_options(args.cfg_options), seed=args.seed)
         loop = ActiveLearningLoop.from_cfg(cfg)
         round_idx, count = loop.import_answers(args.answers)
+        # The run's own --cfg-options: without them the resume sees "a different config".
         print(f'imported {count} answers for round {round_idx}; continue with: '
-              f'python tools/train_al.py {args.config} --work-dir {cfg.work_dir} --resume')
+              f'{resume_command(args.config, cfg.work_dir, args.cfg_options, args.seed)}')
         return 0
 
     return run_reporting_errors(run)

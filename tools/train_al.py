@@ -6,7 +6,8 @@ Example::
     python tools/train_al.py configs/cls/saal_cnn_digits.py --resume
     python tools/train_al.py CONFIG --cfg-options al.num_rounds=5 scorer.mode=diff --seed 1
 
-Exit codes: 0 done, 2 bad input (one ``error:`` line), 3 waiting for human labels.
+Exit codes: 0 done, 2 bad input (one ``error:`` line), 3 waiting for human labels, 130
+stopped by Ctrl-C (one line naming the round and the exact command that continues the run).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmengine.logging import MMLogger  # noqa: E402
 
-from saal_tasks.cli import load_config, parse_cfg_options, run_reporting_errors  # noqa: E402
+from saal_tasks.cli import (import_command, load_config, parse_cfg_options,  # noqa: E402
+                            resume_command, run_reporting_errors)
 from saal_tasks.core.allocator import keep_freed_memory  # noqa: E402
 from saal_tasks.core.dist import barrier, init_launcher, rank_and_world  # noqa: E402
 from saal_tasks.engine import ActiveLearningLoop  # noqa: E402
@@ -48,6 +50,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started: dict = {}  # what an interruption reports, filled in as the run gets going
+
+    def interrupted() -> str:
+        loop = started.get('loop')
+        if loop is None:
+            return 'interrupted before the run started: nothing was written'
+        try:
+            manifest = loop.store.manifest
+        except RuntimeError:  # stopped before the run's first state file
+            manifest = None
+        if manifest is None:
+            where = 'before the first stage finished'
+        elif 'commit' in manifest.stages:
+            where = f'in round {manifest.round + 1} (before its first stage finished)'
+        else:
+            where = f'in round {manifest.round} (stages finished: {", ".join(manifest.stages)})'
+        command = resume_command(args.config, started['work_dir'], args.cfg_options,
+                                 args.seed, args.launcher)
+        return (f'interrupted {where}; every finished stage is kept: continue with: '
+                f'{command}')
 
     def run() -> int:
         keep_freed_memory()  # CPU training and scoring reuse big buffers (see the module)
@@ -58,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         init_launcher(args.launcher)
         rank, _ = rank_and_world()
         loop = ActiveLearningLoop.from_cfg(cfg)
+        started.update(loop=loop, work_dir=str(work_dir))
         # Writable, not held by another process, something to resume: all before run.log.
         resume = loop.prepare(args.resume)
         barrier()  # every rank has checked before rank 0 writes anything
@@ -71,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if loop.pending is not None:
             if rank == 0:
                 print(f'waiting for labels: {loop.pending}')
+                print('import the answers with: ' + import_command(
+                    args.config, str(work_dir), args.cfg_options, args.seed))
             return 3
         if records and rank == 0:
             last = records[-1]
@@ -80,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                   f'outputs in {cfg.work_dir}')
         return 0
 
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, interrupted)
 
 
 if __name__ == '__main__':

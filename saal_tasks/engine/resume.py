@@ -49,6 +49,7 @@ def restore(loop: 'ActiveLearningLoop', manifest: Manifest) -> int:
             'directory was modified; start a new one')
     for answers in per_round:  # in order: partial annotations of a sample merge
         loop.task.set_annotations(answers)
+    _reopen_last_round(loop, manifest)
     loop.records = rebuild_records(loop, manifest)
     if manifest.completed_round >= 1:
         # The previous round's model: trained further by some schedules, read by hooks.
@@ -59,6 +60,31 @@ def restore(loop: 'ActiveLearningLoop', manifest: Manifest) -> int:
               f'{manifest.stages or "none"} ({loop.state.num_labeled} labeled)',
               logger='current')
     return manifest.completed_round + 1 if 'commit' in manifest.stages else manifest.round
+
+
+def _reopen_last_round(loop: 'ActiveLearningLoop', manifest: Manifest) -> bool:
+    """Reopen a finished run's last round when the run was extended with more rounds.
+
+    The last round of a run trains and evaluates but does not query. Resumed with a larger
+    ``al.num_rounds``, that round must query now, exactly as it would have in the longer run:
+    its train and evaluate stages stay done (their files are reused) and the acquiring stages
+    and the commit run. Only the in-memory manifest changes here; it is written with the next
+    save (the accepted config change or the first new stage). Either manifest on disk resumes
+    the same way: committed without a query, the round is reopened again.
+
+    Returns:
+        Whether the round was reopened.
+    """
+    round_idx = manifest.round
+    if ('commit' not in manifest.stages or 'label' in manifest.stages
+            or not 1 <= round_idx <= loop.num_rounds):
+        return False
+    manifest.stages = [s for s in manifest.stages if s in ('train', 'evaluate')]
+    manifest.completed_round = round_idx - 1
+    manifest.history.append(f'extended to {loop.num_rounds} rounds: round {round_idx} queries')
+    print_log(f'the run is extended to {loop.num_rounds} rounds: round {round_idx}, its last, '
+              'makes its query now (its model and metrics are kept)', logger='current')
+    return True
 
 
 def _recorded_annotations(loop: 'ActiveLearningLoop', round_idx: int) -> dict[int, Any] | None:
