@@ -42,18 +42,50 @@ def parse_cfg_options(items: list[str] | None) -> dict:
     return dict(namespace.cfg_options or {})
 
 
+#: Prefix of the configs that ship with the package: ``saal_tasks::cls/saal_cnn_digits.py``.
+PACKAGE_SCOPE = 'saal_tasks::'
+
+
+def package_config_dirs() -> list[str]:
+    """Where the shipped configs are: inside an installed package (``.mim/configs``, copied
+    there by setup.py) or beside the package in a checkout (``configs/``)."""
+    package = osp.dirname(osp.abspath(__file__))
+    return [osp.join(package, '.mim', 'configs'), osp.join(osp.dirname(package), 'configs')]
+
+
+def resolve_config(path: str) -> str:
+    """The file of a config argument: a path, or ``saal_tasks::<path under configs/>``.
+
+    Raises:
+        FileNotFoundError: No such file (one line naming where it was looked for).
+    """
+    if path.startswith(PACKAGE_SCOPE):
+        relative = path[len(PACKAGE_SCOPE):]
+        for folder in package_config_dirs():
+            candidate = osp.join(folder, relative)
+            if osp.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(f'config {path} is not among the shipped configs (looked in '
+                                f'{" and ".join(package_config_dirs())}): check the name, '
+                                'e.g. saal_tasks::cls/saal_cnn_digits.py')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist: check the path (the '
+                                'shipped configs are also reachable as saal_tasks::<path '
+                                'under configs/>, e.g. saal_tasks::cls/saal_cnn_digits.py)')
+    return path
+
+
 def load_config(path: str, *, work_dir: str | None = None, cfg_options: dict | None = None,
                 seed: int | None = None) -> Config:
     """Read a config file and apply command-line overrides (the only place they apply).
 
     Args:
-        path: Config file.
+        path: Config file, or a shipped config as ``saal_tasks::cls/saal_cnn_digits.py``.
         work_dir: Overrides ``work_dir``; default ``work_dirs/<config name>``.
         cfg_options: ``--cfg-options`` key/value pairs.
         seed: Overrides ``seed``.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path} does not exist: check the path')
+    path = resolve_config(path)
     try:
         cfg = Config.fromfile(path)
     except FileNotFoundError:
@@ -115,9 +147,27 @@ def _missing_base(path: str, chain: tuple[str, ...] = ()) -> str | None:
 EXIT_INTERRUPTED = 130
 
 
+#: The installed programs (``setup.py``'s console scripts).
+INSTALLED_PROGRAMS = ('saal-train', 'saal-import')
+
+
+def _installed() -> bool:
+    """Whether this process is one of the installed programs (not ``tools/*.py``)."""
+    return osp.basename(sys.argv[0]) in INSTALLED_PROGRAMS
+
+
+def _invocation(program: str, script: str) -> list[str]:
+    """How to start a program the way this process was started: ``[program]`` when run as
+    an installed program, else ``['python', script]`` (a checkout)."""
+    return [program] if _installed() else ['python', script]
+
+
 def resume_command(config: str, work_dir: str, cfg_options: Sequence[str] | None = None,
                    seed: int | None = None, launcher: str = 'none') -> str:
-    """The ``tools/train_al.py`` command that continues a run, quoted for a POSIX shell.
+    """The command that continues a run, quoted for a POSIX shell.
+
+    ``saal-train ...`` when this process is an installed program, ``python tools/train_al.py
+    ...`` in a checkout.
 
     It repeats the run's ``--cfg-options`` (the resumed config must be the one the run was
     started with, or resume refuses it as "a different config") and names the work dir.
@@ -129,21 +179,24 @@ def resume_command(config: str, work_dir: str, cfg_options: Sequence[str] | None
         seed: ``--seed`` when it was given.
         launcher: ``--launcher``; ``'pytorch'`` prefixes ``torchrun --nproc_per_node=N``.
     """
-    argv = ['tools/train_al.py', config, '--work-dir', str(work_dir), '--resume']
+    argv = [config, '--work-dir', str(work_dir), '--resume']
     if seed is not None:
         argv += ['--seed', str(seed)]
     if cfg_options:
         argv += ['--cfg-options', *cfg_options]
     if launcher == 'pytorch':
         world = os.environ.get('WORLD_SIZE', 'N')
-        return shlex.join(['torchrun', f'--nproc_per_node={world}', *argv,
+        # torchrun starts a script: the checkout's, or the installed program's file.
+        script = sys.argv[0] if _installed() else 'tools/train_al.py'
+        return shlex.join(['torchrun', f'--nproc_per_node={world}', script, *argv,
                            '--launcher', 'pytorch'])
-    return shlex.join(['python', *argv])
+    return shlex.join([*_invocation('saal-train', 'tools/train_al.py'), *argv])
 
 
 def import_command(config: str, work_dir: str, cfg_options: Sequence[str] | None = None,
                    seed: int | None = None, answers: str = 'ANSWERS') -> str:
-    """The ``tools/import_labels.py`` command for a run's waiting query (shell-quoted).
+    """The import command for a run's waiting query (shell-quoted; ``saal-import`` or
+    ``python tools/import_labels.py`` as in :func:`resume_command`).
 
     Args:
         config: The config file as the user named it.
@@ -152,7 +205,8 @@ def import_command(config: str, work_dir: str, cfg_options: Sequence[str] | None
         seed: ``--seed`` when it was given.
         answers: The answers file (a placeholder by default).
     """
-    argv = ['python', 'tools/import_labels.py', config, answers, '--work-dir', str(work_dir)]
+    argv = [*_invocation('saal-import', 'tools/import_labels.py'), config, answers,
+            '--work-dir', str(work_dir)]
     if seed is not None:
         argv += ['--seed', str(seed)]
     if cfg_options:

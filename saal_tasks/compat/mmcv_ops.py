@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..core.errors import MissingDependencyError
+
 #: The op names the fallback implements.
 SUPPORTED_OPS = ('nms',)
 #: Values of the ``SAAL_MMCV_OPS`` environment variable.
@@ -105,7 +107,7 @@ def ensure_mmcv_ops(choice: str | None = None) -> str:
         ``'mmcv-compiled'`` or ``'torchvision-fallback'``.
 
     Raises:
-        ImportError: mmcv (full or lite) is not installed.
+        MissingDependencyError: mmcv (full or lite) is not installed (an ``ImportError``).
         ValueError: ``choice`` is not one of :data:`CHOICES`.
     """
     global _active
@@ -117,8 +119,10 @@ def ensure_mmcv_ops(choice: str | None = None) -> str:
     try:
         import mmcv  # noqa: F401
     except ImportError:
-        raise ImportError('mmcv is not installed: run `make setup-det` (or pip install -r '
-                          'requirements/detection.txt)') from None
+        raise MissingDependencyError(
+            'mmcv is not installed (mmdet and mmseg need it but do not declare it): pip '
+            'install mmcv-lite==2.1.0 (NMS then comes from torchvision) or a compiled mmcv '
+            '2.1.0 for your torch; in a checkout `make setup-det` chooses') from None
     reason = 'forced by SAAL_MMCV_OPS=torchvision'
     if 'mmcv.ops' in sys.modules:
         # Someone imported mmcv.ops first: report what it uses; it cannot be switched now.

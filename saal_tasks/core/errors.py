@@ -34,6 +34,10 @@ class WorkDirError(UserError, OSError):
     """The work directory cannot be written (permissions, not a folder, disk full)."""
 
 
+class MissingDependencyError(UserError, ImportError):
+    """A package the configured task needs is not installed (the message says how to)."""
+
+
 def naming_file(path: object, err: Exception) -> AnnotationError:
     """``err`` as an :class:`AnnotationError` whose message names ``path`` (once).
 

@@ -11,6 +11,24 @@ from typing import Any, Callable, IO
 from .errors import WorkDirError
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask.
+
+    ``tempfile.mkstemp`` creates files readable by their owner only (0600); state files are
+    renamed from such temporary files, and on a shared cluster a run's results must be
+    readable by the group as any other file the user writes.
+    """
+    global _NEW_FILE_MODE
+    if _NEW_FILE_MODE is None:
+        mask = os.umask(0)  # reading the umask means setting it; restored at once
+        os.umask(mask)
+        _NEW_FILE_MODE = 0o666 & ~mask
+    return _NEW_FILE_MODE
+
+
+_NEW_FILE_MODE: int | None = None
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
@@ -31,6 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         # read-only folder fails here, and gets the same one-line error as a failed write.
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from saal_tasks.core.errors import AnnotationError, ConfigError
+from saal_tasks.core.io import new_file_mode
 
 from .classes import cityscapes_to_train, synthia_to_train
 
@@ -69,6 +70,7 @@ def write_png_atomic(path: str | Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would make the labels private
         with os.fdopen(fd, 'wb') as f:
             f.write(encoded.tobytes())
         # A rename within one folder is atomic: readers see the old file or the whole new one.
