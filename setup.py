@@ -65,6 +65,7 @@ setup(
     entry_points={'console_scripts': [
         'saal-train = saal_tasks.commands.train:main',
         'saal-import = saal_tasks.commands.import_labels:main',
+        'saal-query = saal_tasks.commands.query:main',
     ]},
     cmdclass={'build_py': BuildWithConfigs},
 )

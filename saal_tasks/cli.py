@@ -148,7 +148,7 @@ EXIT_INTERRUPTED = 130
 
 
 #: The installed programs (``setup.py``'s console scripts).
-INSTALLED_PROGRAMS = ('saal-train', 'saal-import')
+INSTALLED_PROGRAMS = ('saal-train', 'saal-import', 'saal-query')
 
 
 def _installed() -> bool:

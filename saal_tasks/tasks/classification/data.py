@@ -64,6 +64,8 @@ class ClassificationData:
         sample_keys: What each training image is, aligned with ``train_y`` (for files:
             relative path, size and content hash), so a resumed run can tell that an id now
             points at another file; ``None`` for datasets whose content is fixed.
+        unlabeled: The pool's labels are unknown (query mode): ``train_y`` holds no truth,
+            and the task refuses to simulate an oracle or evaluate on it.
     """
 
     name: str
@@ -78,6 +80,7 @@ class ClassificationData:
     max_value: float
     train_ids: Tensor | None = None
     sample_keys: tuple[str, ...] | None = None
+    unlabeled: bool = False
 
     def __post_init__(self) -> None:
         # Catch inconsistent builders early, where the message can still name the dataset.

@@ -168,3 +168,66 @@ def ImageFolderData(root: str, grayscale: bool = False,
         std=tuple(max(s, 1e-6) for s in scaled.std(dim=(0, 2, 3)).tolist()),
         max_value=255.0, train_ids=train_ids, sample_keys=tuple(train_keys))
 
+
+
+def _resized(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[H, W, C]`` uint8 resized (bilinear) to ``size = (H, W)`` when it differs."""
+    if array.shape[:2] == size:
+        return array
+    from PIL import Image
+    squeezed = array[..., 0] if array.shape[2] == 1 else array
+    out = np.asarray(Image.fromarray(squeezed).resize((size[1], size[0]), Image.BILINEAR))
+    return out.reshape(size[0], size[1], array.shape[2])
+
+
+@DATASETS.register_module()
+def UnlabeledImagesData(root: str, like: dict, on_corrupt: str = 'stop') -> ClassificationData:
+    """A folder of images nobody has labeled, prepared like the data a model was trained on.
+
+    For query mode: every image under ``root`` (any depth, sorted by relative path; no class
+    folders needed) becomes a pool sample, id = its position in that list (counted before
+    corrupt files are skipped). Images are converted to the channels of ``like``, resized
+    (bilinear) to its image size, scaled to its value range and normalised with its
+    statistics, so the trained model sees them as it saw its training images.
+
+    Args:
+        root: Folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``).
+        like: Config of the dataset the model was trained on (``task.dataset`` of its run);
+            built once for its shape, scale, statistics and classes.
+        on_corrupt: ``'stop'`` (error naming the file) or ``'skip'`` (leave it out, warn).
+
+    Returns:
+        The pool (``train_x``/``train_y``; the labels are unknown and set to 0, the test
+        split is empty) with each image's file in ``sample_keys``.
+    """
+    from ...core.build import build_component
+    if on_corrupt not in ('stop', 'skip'):
+        raise ConfigError(f"task.dataset.on_corrupt must be 'stop' or 'skip', got {on_corrupt!r}")
+    root_path = Path(root).expanduser().resolve()
+    if not root_path.is_dir():
+        raise DatasetNotFoundError(f'image folder {root_path} does not exist: check --data')
+    files = sorted((p for p in root_path.rglob('*')
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: p.relative_to(root_path).as_posix())
+    if not files:
+        raise ConfigError(f'no images ({", ".join(IMAGE_SUFFIXES)}) under {root_path}: check '
+                          '--data')
+    reference: ClassificationData = build_component(DATASETS, like, 'task.dataset.like')
+    channels, height, width = reference.train_x.shape[1:]
+    mode = 'L' if channels == 1 else 'RGB'
+    arrays, kept, keys = _decode(root_path, files, mode, on_corrupt)
+    if not arrays:
+        raise ConfigError(f'every image under {root_path} is corrupt: nothing to query')
+    pixels = np.stack([_resized(a, (height, width)) for a in arrays])
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    if reference.max_value != 255.0 or reference.train_x.dtype != torch.uint8:
+        # The reference's scale (e.g. 0..16 for the digits): 0..255 maps onto 0..max_value.
+        x = (x.float() * (reference.max_value / 255.0)).to(reference.train_x.dtype)
+    count = len(kept)
+    return ClassificationData(
+        name=f'Unlabeled({root_path.name})', train_x=x,
+        train_y=torch.zeros(count, dtype=torch.long), test_x=x[:0],
+        test_y=torch.zeros(0, dtype=torch.long), num_classes=reference.num_classes,
+        in_channels=int(channels), mean=reference.mean, std=reference.std,
+        max_value=reference.max_value, train_ids=torch.tensor(kept, dtype=torch.long),
+        sample_keys=tuple(keys), unlabeled=True)

@@ -114,6 +114,9 @@ class ClassificationTask(BaseTask):
         return dict(zip(self._ids.tolist(), self.data.sample_keys))
 
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
+        if self.data.unlabeled:
+            raise ConfigError(f'{self.data.name} has no labels: it can be queried '
+                              '(tools/query.py), not used with a simulated oracle')
         ys = self.data.train_y[rows_of(self._ids, sample_ids, self.data.name)]
         return {int(i): int(y) for i, y in zip(sample_ids, ys)}
 
