@@ -143,6 +143,36 @@ def _missing_base(path: str, chain: tuple[str, ...] = ()) -> str | None:
     return None
 
 
+#: Distributions named in the environment header of ``run.log`` (those installed).
+ENVIRONMENT_PACKAGES = ('saal_tasks', 'torch', 'torchvision', 'mmengine', 'mmcv', 'mmcv-lite',
+                        'mmdet', 'mmsegmentation', 'numpy', 'scikit-learn')
+
+
+def environment_header() -> str:
+    """One line for the top of ``run.log``: Python, the installed versions, the device.
+
+    Read from the installed distributions' metadata (nothing is imported), so it costs no
+    start-up time and names exactly what ran.
+    """
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    versions = []
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            versions.append(f'{name} {metadata.version(name)}')
+        except metadata.PackageNotFoundError:
+            continue
+    if torch.cuda.is_available():
+        device = f'CUDA {torch.version.cuda}: {torch.cuda.get_device_name(0)}'
+    else:
+        device = f'CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})'
+    return (f'environment: Python {platform.python_version()} on {platform.platform()}; '
+            f'{", ".join(versions)}; device {device}')
+
+
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 

@@ -107,6 +107,10 @@ def test_saal_train_runs_a_shipped_config_by_scope(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'finished: 1 rounds' in proc.stdout
+    header = (tmp_path / 'w' / 'run.log').read_text().splitlines()[0]
+    import torch
+    assert 'environment: Python ' in header and f'torch {torch.__version__}'.split('+')[0] in header
+    assert 'device CPU' in header or 'device CUDA' in header
 
 
 @pytest.mark.parametrize('umask', [0o022, 0o002])

@@ -204,6 +204,7 @@ INITIAL_SET_CASES: dict[str, tuple[Case, ...]] = {
 HOOK_CASES: dict[str, tuple[Case, ...]] = {
     'LearningCurveHook': (Case(dict(type='LearningCurveHook')),),
     'SharpnessDiagnosticsHook': (Case(dict(type='SharpnessDiagnosticsHook')),),
+    'RunReportHook': (Case(dict(type='RunReportHook')),),
 }
 
 #: Registry name -> its table.

@@ -2,4 +2,5 @@
 seed = 0
 work_dir = None  # default: work_dirs/<config name>
 oracle = dict(type='SimulatedOracle')
-hooks = [dict(type='LearningCurveHook', metric='accuracy')]
+# report.html: learning curve, per round the picks, their scores and the answers' classes.
+hooks = [dict(type='LearningCurveHook', metric='accuracy'), dict(type='RunReportHook')]

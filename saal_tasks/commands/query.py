@@ -9,9 +9,10 @@ Installed as ``saal-query``; in a checkout ``python tools/query.py``. Example::
 
 The config's scorer and selector pick ``--budget`` images of ``--data`` (a folder, any
 depth); ``--out`` receives ``images/`` (each pick as ``sample_<id>.png`` and ``query.csv``,
-the file oracle's export: fill in ``label``) and ``selected.csv`` (rank, sample id, original
-file, score). Without ``--data`` the config's own pool is queried. A killed query rerun with
-the same arguments continues and picks the same images. Classification only, for now.
+the file oracle's export: fill in ``label``), ``selected.csv`` (rank, sample id, original
+file, score) and ``report.html`` (the picks and the score histogram). Without ``--data``
+the config's own pool is queried. A killed query rerun with the same arguments continues
+and picks the same images. Classification only, for now.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..core.io import sha256_file
 from ..engine.config_check import build_checked
 from ..engine.query import load_model_file, run_query
 from ..engine.store import config_hash, plain_config
+from ..hooks.report import query_report
 from ..registry import SCORERS, SELECTORS, TASKS
 
 #: Tasks whose config can take a folder of unlabeled images as ``--data``.
@@ -79,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             depends_on={'config': trained_with, 'checkpoint': sha256_file(args.checkpoint),
                         'data': str(Path(args.data).resolve()) if args.data else None},
             sources=sources)
+        page = query_report(out, task, outcome.result.sample_ids, outcome.result.scores,
+                            outcome.sample_ids, outcome.scores, sources,
+                            f'query: {osp.basename(args.config)}')
         print(f'picked {len(outcome.sample_ids)} of {len(outcome.result.sample_ids)}: '
               f'{outcome.out_dir}/selected.csv (rank, sample id, file, score); images to '
-              f'label in {outcome.out_dir}/images (fill in query.csv)')
+              f'label in {outcome.out_dir}/images (fill in query.csv); report {page}')
         return 0
 
     return run_reporting_errors(run)

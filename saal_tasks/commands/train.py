@@ -15,9 +15,9 @@ import argparse
 import os.path as osp
 from pathlib import Path
 
-from mmengine.logging import MMLogger
+from mmengine.logging import MMLogger, print_log
 
-from ..cli import (import_command, load_config, parse_cfg_options,
+from ..cli import (environment_header, import_command, load_config, parse_cfg_options,
                             resume_command, run_reporting_errors)
 from ..core.allocator import keep_freed_memory
 from ..core.dist import barrier, init_launcher, rank_and_world
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         # Rank 0 logs (and writes); the other ranks only report warnings.
         MMLogger.get_instance('saal_tasks', log_file=str(work_dir / 'run.log') if rank == 0
                               else None, log_level='INFO' if rank == 0 else 'WARNING')
+        print_log(environment_header(), logger='current')
         if not resume and rank == 0:
             # A resumed run keeps the config it was started with (its hash is checked).
             cfg.dump(str(work_dir / osp.basename(args.config)))

@@ -116,7 +116,26 @@ class StrategyInputs:
             f'{type(self).__name__} has no gradient_embedding(): BADGE needs it')
 
 
-class BaseTask(AnnotationCodec, AnnotationFiles, PartialAnnotations, StrategyInputs, ABC):
+class SamplePictures:
+    """What a report shows of samples (the defaults: nothing, and the report lists ids)."""
+
+    def preview(self, sample_ids: np.ndarray) -> list[np.ndarray] | None:
+        """One picture per sample for galleries, uint8 RGB ``[H, W, 3]`` each; ``None`` when
+        the task has none to show."""
+        return None
+
+    def annotation_classes(self, annotation: Any) -> list[int]:
+        """The class indices an annotation holds (one for an image label, one per box),
+        for the class mix of a query; ``[]`` when it holds none."""
+        return []
+
+    def class_names(self) -> list[str] | None:
+        """Names of the classes for reports; ``None`` shows the indices."""
+        return None
+
+
+class BaseTask(AnnotationCodec, AnnotationFiles, PartialAnnotations, StrategyInputs,
+               SamplePictures, ABC):
     """A task adapter: data keyed by stable ids, a model, training, evaluation, unit losses.
 
     The contract in groups: this class holds what every task implements (data, model,

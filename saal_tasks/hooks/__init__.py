@@ -2,5 +2,6 @@
 from ..core.hooks import ALHook
 from .diagnostics import SharpnessDiagnosticsHook
 from .learning_curve import LearningCurveHook
+from .report import RunReportHook
 
-__all__ = ['ALHook', 'LearningCurveHook', 'SharpnessDiagnosticsHook']
+__all__ = ['ALHook', 'LearningCurveHook', 'RunReportHook', 'SharpnessDiagnosticsHook']

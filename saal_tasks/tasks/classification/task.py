@@ -262,6 +262,20 @@ class ClassificationTask(BaseTask):
         residual = probs - F.one_hot(probs.argmax(dim=1), probs.shape[1]).to(probs.dtype)
         return (residual[:, :, None] * features[:, None, :]).flatten(1)
 
+    # ------------------------------------------------------------------ reports
+    def preview(self, sample_ids: np.ndarray) -> list[np.ndarray]:
+        """Each image as uint8 RGB ``[H, W, 3]`` (grey images repeated to three channels)."""
+        rows = rows_of(self._ids, np.asarray(sample_ids, dtype=np.int64), self.data.name)
+        images = (self.data.train_x[rows].to(torch.float32) / self.data.max_value * 255)
+        pixels = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return [np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p for p in pixels]
+
+    def annotation_classes(self, annotation: Any) -> list[int]:
+        return [int(annotation)]
+
+    def class_names(self) -> list[str]:
+        return list(self.data.class_names)
+
     # ------------------------------------------------------------------ label files
     def export_query(self, sample_ids: np.ndarray, folder: Path) -> None:
         """Write the queried images as PNGs and ``query.csv`` (see ``label_files``)."""

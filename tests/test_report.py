@@ -1,0 +1,118 @@
+"""The visual report: one self-contained page per run and per query, checked image by image
+(every embedded picture decodes), against the round files (picks in order, with their scores
+and answers), and in headless Chromium where it is installed."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import digits_loop_cfg
+from saal_tasks.engine import ActiveLearningLoop
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 6
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory) -> Path:
+    work_dir = tmp_path_factory.mktemp('report') / 'w'
+    cfg = digits_loop_cfg(work_dir, hooks=[dict(type='RunReportHook')],
+                          al=dict(num_rounds=2, budget=BUDGET, subset_size=60),
+                          task=dict(epochs=2))
+    ActiveLearningLoop.from_cfg(cfg).run()
+    return work_dir
+
+
+def _images(page: str) -> list[Image.Image]:
+    """Every embedded image of the page, decoded (a broken one raises)."""
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(uris) == page.count('<img'), 'every image is embedded'
+    return [Image.open(io.BytesIO(base64.b64decode(u))).convert('RGB') for u in uris]
+
+
+def _section(page: str, round_idx: int) -> str:
+    start = page.index(f'<h2>Round {round_idx}</h2>')
+    end = page.find('<h2>', start + 1)
+    return page[start:end if end > 0 else len(page)]
+
+
+def test_run_report_shows_each_round_s_picks_scores_and_answers(run_dir):
+    page = (run_dir / 'report.html').read_text()
+    assert 'http://' not in page and 'https://' not in page      # no network
+    images = _images(page)
+    # Curve, then per querying round a histogram, a class mix and BUDGET thumbnails.
+    assert len(images) == 1 + 2 * (2 + BUDGET)
+    assert page.index('<h2>Round 3</h2>') < page.index('<h2>Round 2</h2>') \
+        < page.index('<h2>Round 1</h2>')                            # newest first
+    assert 'no query in this round' in _section(page, 3)
+    for r in (1, 2):
+        folder = run_dir / 'rounds' / f'round_{r:03d}'
+        picks = json.loads((folder / 'selected.json').read_text())['sample_ids']
+        answers = json.loads((folder / 'annotations.json').read_text())
+        with np.load(folder / 'scores.npz') as data:
+            scores = dict(zip(data['sample_ids'].tolist(), data['scores'].tolist()))
+        section = _section(page, r)
+        captions = re.findall(r'<figcaption>(.*?)</figcaption>', section)
+        assert len(captions) == BUDGET
+        for rank, (sid, caption) in enumerate(zip(picks, captions), start=1):
+            lines = caption.split('<br>')
+            assert lines[0] == f'#{rank} · id {sid}'
+            assert lines[1] == f'score {scores[sid]:.4g}'
+            assert lines[2] == f'label {answers[str(sid)]}'
+        assert f'{BUDGET} picked of 60 scored' in section
+    # Thumbnails are the digits themselves: 8x8 enlarged 12x, grey (R = G = B).
+    thumbs = [im for im in images if im.size == (96, 96)]
+    assert len(thumbs) == 2 * BUDGET
+    pixels = np.asarray(thumbs[0])
+    assert (pixels[..., 0] == pixels[..., 1]).all() and pixels.std() > 0
+
+
+def test_report_tool_redraws_the_same_rounds_and_ids_only(run_dir, tmp_path):
+    copy = tmp_path / 'w'
+    shutil.copytree(run_dir, copy)
+    (copy / 'report.html').unlink()
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'report.py'), str(copy)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    drawn = (copy / 'report.html').read_text()
+    hooked = (run_dir / 'report.html').read_text()
+    for r in (1, 2, 3):
+        assert _section(drawn, r) == _section(hooked, r)
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'report.py'), str(copy),
+                           '--no-pictures'], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    bare = (copy / 'report.html').read_text()
+    assert 'class="thumb"' not in bare and bare.count('<figcaption>') == 2 * BUDGET
+
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason='headless check needs Chromium '
+                    '(apt-get install chromium); the page itself is checked above')
+def test_report_loads_in_headless_chromium_and_a_broken_image_is_caught(run_dir, tmp_path):
+    for name in ('report.html',):
+        shutil.copy(run_dir / name, tmp_path / name)
+    tool = [sys.executable, str(ROOT / 'tools' / 'report.py')]
+    ok = subprocess.run([*tool, str(tmp_path), '--check'], capture_output=True, text=True,
+                        cwd=ROOT, timeout=300)
+    assert ok.returncode == 0 and 'every image loaded' in ok.stdout, ok.stdout + ok.stderr
+    shot = Image.open(tmp_path / 'report.png')
+    assert shot.size == (1400, 1000) and np.asarray(shot.convert('L')).std() > 5
+    page = (tmp_path / 'report.html').read_text()
+    (tmp_path / 'report.html').write_text(
+        page.replace('base64,iVBOR', 'base64,XXXX', 2))
+    bad = subprocess.run([*tool, str(tmp_path), '--check'], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert bad.returncode == 2 and '2 image(s) did not load' in bad.stderr, bad.stderr
