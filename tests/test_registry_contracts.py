@@ -205,6 +205,7 @@ HOOK_CASES: dict[str, tuple[Case, ...]] = {
     'LearningCurveHook': (Case(dict(type='LearningCurveHook')),),
     'SharpnessDiagnosticsHook': (Case(dict(type='SharpnessDiagnosticsHook')),),
     'RunReportHook': (Case(dict(type='RunReportHook')),),
+    'ScalarsHook': (Case(dict(type='ScalarsHook')),),
 }
 
 #: Registry name -> its table.

@@ -96,4 +96,5 @@ al = dict(
     initial_size=16,
     initial_set=dict(type='RandomInitialSet'),
     schedule=dict(type='ScratchSchedule'))
-hooks = [dict(type='LearningCurveHook', metric='mAP'), dict(type='RunReportHook')]
+hooks = [dict(type='LearningCurveHook', metric='mAP'), dict(type='RunReportHook'),
+         dict(type='ScalarsHook')]

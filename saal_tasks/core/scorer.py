@@ -80,12 +80,25 @@ class BaseScorer:
         raise NotImplementedError
 
     def _progress(self, done: int, total: int, start: float, last: list[int]) -> None:
-        """Log progress when another ``log_interval`` samples are done (and at the end)."""
-        if done - last[0] >= self.log_interval or done == total:
+        """Log progress after the first batch (an early estimate of the time it takes), then
+        whenever another ``log_interval`` samples are done, and at the end."""
+        if done - last[0] >= self.log_interval or done == total or (last[0] == 0 < done):
             last[0] = done
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            print_log(f'scoring {done}/{total} samples ({rate:.1f} samples/s)',
+            elapsed = time.perf_counter() - start
+            rate = done / max(elapsed, 1e-9)
+            left = '' if done == total else f', {format_seconds((total - done) / rate)} left'
+            print_log(f'scoring {done}/{total} samples ({rate:.1f} samples/s{left})',
                       logger='current')
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for progress lines: ``'42 s'``, ``'7 min 5 s'``, ``'3 h 20 min'``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f'{seconds} s'
+    if seconds < 3600:
+        return f'{seconds // 60} min {seconds % 60} s'
+    return f'{seconds // 3600} h {seconds % 3600 // 60} min'
 
 
 def ids_in_order(task: BaseTask, batches: list[np.ndarray],

@@ -3,5 +3,7 @@ from ..core.hooks import ALHook
 from .diagnostics import SharpnessDiagnosticsHook
 from .learning_curve import LearningCurveHook
 from .report import RunReportHook
+from .scalars import ScalarsHook
 
-__all__ = ['ALHook', 'LearningCurveHook', 'RunReportHook', 'SharpnessDiagnosticsHook']
+__all__ = ['ALHook', 'LearningCurveHook', 'RunReportHook', 'ScalarsHook',
+           'SharpnessDiagnosticsHook']

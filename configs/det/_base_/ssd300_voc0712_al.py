@@ -22,4 +22,5 @@ task = dict(
     # Pseudo-boxes: post-NMS detections scoring at least this; images with none score 0.
     pseudo_score_thr=0.5,
     empty_policy='zero')
-hooks = [dict(type='LearningCurveHook', metric='mAP'), dict(type='RunReportHook')]
+hooks = [dict(type='LearningCurveHook', metric='mAP'), dict(type='RunReportHook'),
+         dict(type='ScalarsHook')]

@@ -39,4 +39,5 @@ al = dict(
     initial_size=0,  # the source is the labeled data at the start
     initial_set=dict(type='RandomInitialSet'),
     schedule=dict(type='InRunSchedule', round_iters=[10000, 12000, 14000, 16000, 18000, 40000]))
-hooks = [dict(type='LearningCurveHook', metric='mIoU16'), dict(type='RunReportHook')]
+hooks = [dict(type='LearningCurveHook', metric='mIoU16'), dict(type='RunReportHook'),
+         dict(type='ScalarsHook')]

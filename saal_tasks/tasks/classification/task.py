@@ -16,6 +16,7 @@ from ...core.errors import AnnotationError, ConfigError
 from ...core.build import build_component
 from ...core.dist import rank_and_world
 from ...core.task import BaseTask
+from ...core.scorer import format_seconds
 from ...registry import DATASETS, MODELS, OPTIMIZERS, TASKS, TRAIN_EXTENSIONS
 from .data import ClassificationData, network_inputs, rows_of
 from .label_files import export_images, read_answers
@@ -216,8 +217,11 @@ class ClassificationTask(BaseTask):
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
             if epoch % self.log_interval == 0 or epoch == self.epochs:
+                elapsed = time.perf_counter() - start
+                left = ('' if epoch == self.epochs else
+                        f', {format_seconds(elapsed / epoch * (self.epochs - epoch))} left')
                 print_log(f'  epoch {epoch}/{self.epochs}: loss {total / max(count, 1):.4f} '
-                          f'({time.perf_counter() - start:.1f}s)', logger='current')
+                          f'({elapsed:.1f}s{left})', logger='current')
         model.eval()
         return model
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ...core.dist import average_gradients, broadcast_buffers, rank_and_world
 from ...core.errors import ConfigError
+from ...core.scorer import format_seconds
 from .annotations import PixelLabels
 from .classes import IGNORE_INDEX
 from .data import ImageSet, load_batch
@@ -177,9 +178,11 @@ class SourceTargetTrainer:
                 keys = [k for k in LOSS_TERMS if any(k in p for p in losses)]
                 mean = {k: float(np.mean([p[k] for p in losses if k in p])) for k in keys}
                 text = ', '.join(f'{k} {v:.4f}' for k, v in mean.items())
+                rate = done / (time.perf_counter() - began)
+                # Left until this stretch ends (the next selection or the end of training).
+                left = '' if it + 1 == stop else f', {format_seconds((stop - it - 1) / rate)} left'
                 print_log(f'iter {it + 1}/{total}: {text}, lr {optimizer.param_groups[0]["lr"]:.2e}'
-                          f' ({done / (time.perf_counter() - began):.1f} it/s)',
-                          logger='current')
+                          f' ({rate:.1f} it/s{left})', logger='current')
                 losses = []
         broadcast_buffers(model)
         return model, optimizer.state_dict()
