@@ -81,7 +81,7 @@ def test_folder_of_unlabeled_images_end_to_end(finished, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'picked 6 of 40' in proc.stdout
     page = (out / 'report.html').read_text()           # the picks, drawn, with their files
-    assert page.count('class="thumb"') == 6 and page.count('<img') == 7
+    assert page.count('class="thumb') == 6 and page.count('<img') == 7
     assert 'digit ' in page and 'https://' not in page
     with open(out / 'selected.csv') as f:
         rows = list(csv.DictReader(f))

@@ -93,7 +93,7 @@ def test_report_tool_redraws_the_same_rounds_and_ids_only(run_dir, tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     bare = (copy / 'report.html').read_text()
-    assert 'class="thumb"' not in bare and bare.count('<figcaption>') == 2 * BUDGET
+    assert 'class="thumb' not in bare and bare.count('<figcaption>') == 2 * BUDGET
 
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -116,3 +116,54 @@ def test_report_loads_in_headless_chromium_and_a_broken_image_is_caught(run_dir,
     bad = subprocess.run([*tool, str(tmp_path), '--check'], capture_output=True, text=True,
                          cwd=ROOT, timeout=300)
     assert bad.returncode == 2 and '2 image(s) did not load' in bad.stderr, bad.stderr
+
+
+def _page_pictures(gallery_html: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(u)))
+            for u in re.findall(r'src="data:image/png;base64,([^"]+)"', gallery_html)]
+
+
+def test_detection_pictures_draw_the_answered_boxes(tmp_path):
+    pytest.importorskip('mmdet')
+    import cv2
+    from saal_tasks.hooks.report import gallery
+    from saal_tasks.registry import TASKS
+    from saal_tasks.tasks.detection.demo import write_voc_demo
+    from test_detection import SPLITS, tiny_cfg
+    root = tmp_path / 'VOCdevkit'
+    write_voc_demo(root, splits=SPLITS, image_size=(96, 128), seed=3)
+    task = TASKS.build(tiny_cfg(root).task)
+    ids = task.sample_ids()[:3]
+    answers = task.ground_truth(ids)
+    drawn = task.preview(ids, answers)
+    bare = task.preview(ids)
+    for sid, picture, plain in zip(ids, drawn, bare):
+        image = cv2.cvtColor(cv2.imread(task.pool.data_info(int(sid))['img_path']),
+                             cv2.COLOR_BGR2RGB)
+        assert picture.shape == image.shape and picture.dtype == np.uint8
+        np.testing.assert_array_equal(plain, image)          # no answer: the image itself
+        x1, y1, x2, y2 = (int(round(v)) for v in answers[int(sid)][0]['bbox'])
+        changed = np.any(picture != image, axis=2)
+        assert changed[y1:y2 + 1, x1].any() and changed[y1, x1:x2 + 1].any()   # its edges
+        assert not changed[(y1 + y2) // 2, (x1 + x2) // 2]   # the box is drawn, not filled
+    assert task.annotation_classes(answers[int(ids[0])]) == \
+        [b['bbox_label'] for b in answers[int(ids[0])]]
+    page = gallery(task, ids, np.zeros(3), answers)
+    assert len(_page_pictures(page)) == 3 and 'label ' in page
+
+
+def test_segmentation_pictures_colour_exactly_the_revealed_pixels(tmp_path):
+    pytest.importorskip('mmseg')
+    from saal_tasks.registry import TASKS
+    from seg_helpers import tiny_seg_cfg, write_tiny_seg_data
+    demo = write_tiny_seg_data(tmp_path / 'seg')
+    task = TASKS.build(tiny_seg_cfg(demo, tmp_path / 'w').task)
+    image, label = task.target.get(1)
+    units = np.flatnonzero(label.reshape(-1) < 16)[::7][:40]
+    answer = {'units': units, 'labels': label.reshape(-1)[units]}
+    picture = task.preview(np.array([1]), {1: answer})[0]
+    assert picture.shape == image.shape
+    changed = np.any(picture != image, axis=2).reshape(-1)
+    assert set(np.flatnonzero(changed)) <= set(units.tolist())   # nothing else is touched
+    assert changed[units].mean() > 0.9                            # the revealed ones are
+    np.testing.assert_array_equal(task.preview(np.array([1]))[0], image)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..cli import run_reporting_errors
 from ..core.errors import ConfigError, MissingDependencyError
 from ..hooks.report import run_report
+from ..core.build import build_checked
 from ..registry import TASKS
 
 #: Browser programs tried, in order.
@@ -77,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             if not config_path.exists():
                 raise FileNotFoundError(f'{config_path} does not exist: is {work_dir} a run?')
             config = json.loads(config_path.read_text())
-            task = None if args.no_pictures else TASKS.build(config['task'])
+            task = None
+            if not args.no_pictures:
+                # As Config.fromfile does when a run starts: the modules that register the
+                # task (detection and segmentation configs name them).
+                from mmengine.utils import import_modules_from_strings
+                if config.get('custom_imports'):
+                    import_modules_from_strings(**config['custom_imports'])
+                task = build_checked(TASKS, config['task'], 'task')
             metrics = work_dir / 'metrics.jsonl'
             records = ([json.loads(line) for line in metrics.read_text().splitlines()]
                        if metrics.exists() else [])

@@ -119,9 +119,17 @@ class StrategyInputs:
 class SamplePictures:
     """What a report shows of samples (the defaults: nothing, and the report lists ids)."""
 
-    def preview(self, sample_ids: np.ndarray) -> list[np.ndarray] | None:
+    def preview(self, sample_ids: np.ndarray,
+                annotations: dict[int, Any] | None = None) -> list[np.ndarray] | None:
         """One picture per sample for galleries, uint8 RGB ``[H, W, 3]`` each; ``None`` when
-        the task has none to show."""
+        the task has none to show.
+
+        Args:
+            sample_ids: The samples, ``[K]``.
+            annotations: Their answers (decoded), drawn on the pictures by tasks whose
+                answers are places in the image (boxes, revealed pixels); ``None`` or a
+                missing id draws the sample alone.
+        """
         return None
 
     def annotation_classes(self, annotation: Any) -> list[int]:

@@ -6,8 +6,10 @@ candidates with the picked ones marked, and the class mix of the answers. Everyt
 from the round files (``scores.npz``, ``selected.json``, ``annotations.json``,
 ``metrics.json``), so the same page is drawn by :class:`RunReportHook` after each round and by
 ``tools/report.py`` for any work dir; :func:`query_report` draws the page of a query-mode
-folder. Pictures come from the task's :meth:`~saal_tasks.core.task.SamplePictures.preview`;
-a task without one shows ids only.
+folder. Pictures come from the task's :meth:`~saal_tasks.core.task.SamplePictures.preview`
+(classification: the image; detection: the answered boxes drawn by mmdet's
+``DetLocalVisualizer``; segmentation: the revealed pixels drawn by mmseg's
+``SegLocalVisualizer``); a task without one shows ids only.
 
 A small script at the end of the page counts images that failed to load into
 ``<body data-broken="N">``, so a headless browser can check the page (``tools/report.py
@@ -42,7 +44,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc
 .gallery{display:flex;flex-wrap:wrap;gap:8px;margin-top:8px}
 figure{margin:0;background:#fff;border:1px solid #ddd;padding:4px;text-align:center}
 figcaption{font-size:11px;line-height:1.3;max-width:100px;word-wrap:break-word}
-img.thumb{width:96px;height:96px;image-rendering:pixelated;object-fit:contain}
+img.thumb{width:96px;height:96px;object-fit:contain}img.small{image-rendering:pixelated}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px}
 .note{color:#666;font-size:13px}
 """
@@ -68,6 +70,8 @@ def _thumb(picture: np.ndarray) -> str:
     scale = max(1, THUMB // max(image.size))
     if scale > 1:
         image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.NEAREST)
+    elif max(image.size) > 2 * THUMB:  # sharp on high-density screens, small in the page
+        image.thumbnail((2 * THUMB, 2 * THUMB))
     buffer = io.BytesIO()
     image.save(buffer, format='PNG')
     return 'data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode()
@@ -111,19 +115,28 @@ def class_mix(classes: Sequence[int], names: Sequence[str] | None, title: str) -
 
 
 def learning_curve(records: Sequence[dict[str, Any]], title: str) -> str | None:
-    """Each evaluation metric against the labeled count (``None`` without records)."""
-    metrics = [k for k in (records[0] if records else {})
+    """The evaluation metrics against what was labeled (``None`` without records).
+
+    The x-axis is the labeled pixel percentage where the task reports one (partial
+    annotation: every round labels pixels of the same images), else the labeled samples.
+    Per-class entries (``IoU.road``) and annotation counts are left out.
+    """
+    first = records[0] if records else {}
+    metrics = [k for k in first
                if k not in ('round', 'num_labeled') and not k.endswith('_s')
-               and not k.startswith('num_') and isinstance(records[0][k], (int, float))]
+               and not k.startswith(('num_', 'labeled_')) and '.' not in k
+               and isinstance(first[k], (int, float))]
     if not metrics:
         return None
+    x_key, x_label = (('labeled_pixel_percent', 'labeled pixels (%)')
+                      if 'labeled_pixel_percent' in first else ('num_labeled', 'labeled samples'))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [r['num_labeled'] for r in records]
+    xs = [r[x_key] for r in records]
     for metric in metrics[:4]:
         ax.plot(xs, [r.get(metric, np.nan) for r in records], marker='o', markersize=3,
                 label=metric)
-    ax.set_xlabel('labeled samples')
+    ax.set_xlabel(x_label)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -135,7 +148,7 @@ def gallery(task: BaseTask | None, ids: np.ndarray, scores: np.ndarray,
             answers: dict[int, Any] | None, sources: dict[int, str] | None = None) -> str:
     """Figures of the picks: picture (when the task has one), rank, id, score, answer."""
     shown = np.asarray(ids[:GALLERY_LIMIT], dtype=np.int64)
-    pictures = task.preview(shown) if task is not None and len(shown) else None
+    pictures = task.preview(shown, answers) if task is not None and len(shown) else None
     names = task.class_names() if task is not None else None
     items = []
     for k, sid in enumerate(shown):
@@ -147,8 +160,9 @@ def gallery(task: BaseTask | None, ids: np.ndarray, scores: np.ndarray,
                                                   else str(c) for c in classes[:4]))
         if sources and int(sid) in sources:
             lines.append(sources[int(sid)])
-        picture = (f'<img class="thumb" alt="sample {int(sid)}" src="{_thumb(pictures[k])}">'
-                   if pictures is not None else '')
+        small = pictures is not None and max(pictures[k].shape[:2]) < THUMB
+        picture = (f'<img class="thumb{" small" if small else ""}" alt="sample {int(sid)}" '
+                   f'src="{_thumb(pictures[k])}">' if pictures is not None else '')
         caption = '<br>'.join(html.escape(line) for line in lines)
         items.append(f'<figure>{picture}<figcaption>{caption}</figcaption></figure>')
     more = (f'<p class="note">and {len(ids) - len(shown)} more (all in selected.json)</p>'
@@ -172,11 +186,17 @@ def round_section(work_dir: Path, round_idx: int, task: BaseTask | None) -> str:
     parts = [f'<h2>Round {round_idx}</h2>']
     metrics = _read_json(folder / 'metrics.json')
     if metrics:
-        cells = ''.join(f'<tr><th>{html.escape(str(k))}</th><td>{v:.4g}</td></tr>'
-                        if isinstance(v, float) else
-                        f'<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>'
-                        for k, v in metrics.items())
-        parts.append(f'<table>{cells}</table>')
+        def table(items: list[tuple[str, Any]]) -> str:
+            return '<table>' + ''.join(
+                f'<tr><th>{html.escape(str(k))}</th><td>'
+                f'{f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))}</td></tr>'
+                for k, v in items) + '</table>'
+        main = [(k, v) for k, v in metrics.items() if '.' not in k]
+        per_class = [(k, v) for k, v in metrics.items() if '.' in k]
+        parts.append(table(main))
+        if per_class:  # e.g. IoU.road: folded, the page stays short
+            parts.append(f'<details><summary>per class ({len(per_class)})</summary>'
+                         f'{table(per_class)}</details>')
     selected = _read_json(folder / 'selected.json')
     if not selected or not (folder / 'scores.npz').exists():
         parts.append('<p class="note">no query in this round (the last round trains and '

@@ -267,8 +267,10 @@ class ClassificationTask(BaseTask):
         return (residual[:, :, None] * features[:, None, :]).flatten(1)
 
     # ------------------------------------------------------------------ reports
-    def preview(self, sample_ids: np.ndarray) -> list[np.ndarray]:
-        """Each image as uint8 RGB ``[H, W, 3]`` (grey images repeated to three channels)."""
+    def preview(self, sample_ids: np.ndarray,
+                annotations: dict[int, Any] | None = None) -> list[np.ndarray]:
+        """Each image as uint8 RGB ``[H, W, 3]`` (grey images repeated to three channels);
+        a class label is written in the caption, not drawn."""
         rows = rows_of(self._ids, np.asarray(sample_ids, dtype=np.int64), self.data.name)
         images = (self.data.train_x[rows].to(torch.float32) / self.data.max_value * 255)
         pixels = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

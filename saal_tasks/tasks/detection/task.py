@@ -52,6 +52,7 @@ from .losses import (LevelProjections, badge_embeddings, batch_forward,
                      box_classification_losses, detect, select_pseudo_boxes)
 from .data import ImagePool, LabeledSubset, flatten_dataset_cfg, labeled_loader_cfg, loader_cfg
 from .label_files import export_coco_query, predicted_boxes, read_coco_answers
+from .pictures import draw_boxes
 from .voc_files import ImageSetReport, check_policies, check_voc_image_set
 
 from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after .losses, see above)
@@ -345,6 +346,19 @@ class DetectionTask(BaseTask):
 
     def decode_annotation(self, value: Any) -> list[dict]:
         return list(value)
+
+    # ------------------------------------------------------------------ reports
+    def preview(self, sample_ids: np.ndarray,
+                annotations: dict[int, Any] | None = None) -> list[np.ndarray]:
+        """Each image (RGB ``[H, W, 3]``) with its answered boxes drawn by mmdet's
+        ``DetLocalVisualizer`` (class names, the dataset's palette)."""
+        return draw_boxes(self.pool, sample_ids, annotations or {})
+
+    def annotation_classes(self, annotation: Any) -> list[int]:
+        return [int(box['bbox_label']) for box in annotation]
+
+    def class_names(self) -> list[str]:
+        return list(self.pool.classes)
 
     def export_query(self, sample_ids: np.ndarray, folder: Path,
                      pre_annotations: bool = True) -> None:

@@ -29,6 +29,7 @@ from ...core.errors import AnnotationError, ConfigError
 from ...core.task import BaseTask
 from ...registry import TASKS
 from .annotations import PixelAnnotationFormat, PixelLabels
+from .pictures import draw_revealed
 from .classes import CLASSES16
 from .data import ImageSet, to_tensor
 from .label_files import export_region_query, read_label_zip
@@ -158,6 +159,15 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
 
     def labeled_units(self, sample_ids: np.ndarray) -> list[np.ndarray]:
         return [self.labels.revealed(int(i)).reshape(self.target.size) for i in sample_ids]
+
+    def preview(self, sample_ids: np.ndarray,
+                annotations: dict[int, Any] | None = None) -> list[np.ndarray]:
+        """Each target image (RGB, the target size) with its revealed pixels coloured by
+        class, drawn by mmseg's ``SegLocalVisualizer``."""
+        return draw_revealed(self.target, sample_ids, annotations or {})
+
+    def class_names(self) -> list[str]:
+        return list(CLASSES16)
 
     def annotation_stats(self) -> dict[str, float]:
         height, width = self.target.size
