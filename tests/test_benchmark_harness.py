@@ -204,3 +204,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         'entropy, least_confidence, margin, coreset, badge, ll4al, vaal, probcover']
     assert main([str(tmp_path / 'nope.py')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_curve_figure_has_distinct_styles_and_one_shared_legend():
+    from saal_tasks.benchmark.report import curve_figure, curve_styles
+    strategies = [f's{k}' for k in range(12)] + ['saal']
+    styles = curve_styles(strategies)
+    pairs = {(tuple(v['color']), v['linestyle']) for v in styles.values()}
+    assert len(pairs) == len(strategies)                     # no two strategies alike
+    assert styles['saal']['lw'] > styles['s0']['lw']
+    curve = {'curve': {'num_labeled': [10, 20], 'mean': [50.0, 60.0], 'std': [1.0, 2.0]}}
+    summary = {opt: {s: curve for s in strategies} for opt in ('adam', 'sam')}
+    fig = curve_figure(summary, strategies, ['adam', 'sam'], 'accuracy',
+                       {'saal': 'SAAL', 'adam': 'Adam'})
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == [f's{k}' for k in range(12)] + ['SAAL']
+    for ax in fig.axes:                                      # same style in every panel
+        assert [line.get_color() for line in ax.get_lines()] == \
+            [styles[s]['color'] for s in strategies]

@@ -52,35 +52,64 @@ def markdown_table(summary: dict[str, Any], strategies: Sequence[str],
     return '\n'.join(lines) + '\n'
 
 
-def plot_curves(summary: dict[str, Any], strategies: Sequence[str], optimizers: Sequence[str],
-                path: Path, metric: str, labels: dict[str, str] | None = None) -> None:
-    """Mean learning curve with a ±1 std band per strategy; one panel per optimizer."""
+#: Line styles cycled over once the ten colours of ``tab10`` are used up.
+_STYLES = ('-', '--', ':', '-.')
+
+
+def curve_styles(strategies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A distinct (colour, line style) per strategy, the same in every panel: the ten
+    ``tab10`` colours first with solid lines, then again dashed, dotted, dash-dotted. SAAL
+    variants are drawn thicker (the comparison the paper makes)."""
+    import matplotlib.pyplot as plt
+    colours = plt.get_cmap('tab10').colors
+    return {s: dict(color=colours[k % 10], linestyle=_STYLES[(k // 10) % len(_STYLES)],
+                    lw=2.4 if s.startswith('saal') else 1.4)
+            for k, s in enumerate(strategies)}
+
+
+def curve_figure(summary: dict[str, Any], strategies: Sequence[str],
+                 optimizers: Sequence[str], metric: str,
+                 labels: dict[str, str] | None = None) -> Any:
+    """Mean learning curve with a ±1 std band per strategy, one panel per optimizer, and
+    one legend for all panels below them."""
     import matplotlib
     matplotlib.use('Agg')  # files only: no display on servers
     import matplotlib.pyplot as plt
 
     labels = labels or {}
-    cmap = plt.get_cmap('tab20')
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(6.5 * len(optimizers), 4.8),
+    styles = curve_styles(strategies)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(6.5 * len(optimizers), 5.2),
                              squeeze=False, sharey=True)
+    handles: dict[str, Any] = {}
     for ax, opt in zip(axes[0], optimizers):
-        for k, s in enumerate(strategies):
+        for s in strategies:
             entry = summary.get(opt, {}).get(s)
             if entry is None:
                 continue
             x = np.asarray(entry['curve']['num_labeled'])
             mean = np.asarray(entry['curve']['mean'])
             std = np.asarray(entry['curve']['std'])
-            # SAAL variants drawn thicker so the comparison the paper makes stands out.
-            width = 2.4 if s.startswith('saal') else 1.3
-            ax.plot(x, mean, color=cmap(k % 20), lw=width, label=labels.get(s, s))
-            ax.fill_between(x, mean - std, mean + std, color=cmap(k % 20), alpha=0.12)
+            (line,) = ax.plot(x, mean, label=labels.get(s, s), **styles[s])
+            ax.fill_between(x, mean - std, mean + std, color=styles[s]['color'], alpha=0.10)
+            handles.setdefault(s, line)
         ax.set_title(labels.get(opt, opt))
         ax.set_xlabel('labeled samples')
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(fontsize=8, loc='lower right', ncol=2)
-    fig.tight_layout()
+    ordered = [s for s in strategies if s in handles]
+    columns = min(len(ordered), 6) or 1
+    fig.legend([handles[s] for s in ordered], [labels.get(s, s) for s in ordered],
+               loc='lower center', ncol=columns, fontsize=9, frameon=False)
+    rows = -(-len(ordered) // columns)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * rows, 1, 1))
+    return fig
+
+
+def plot_curves(summary: dict[str, Any], strategies: Sequence[str], optimizers: Sequence[str],
+                path: Path, metric: str, labels: dict[str, str] | None = None) -> None:
+    """:func:`curve_figure`, saved to ``path``."""
+    import matplotlib.pyplot as plt
+    fig = curve_figure(summary, strategies, optimizers, metric, labels)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
