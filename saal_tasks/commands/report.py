@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics = work_dir / 'metrics.jsonl'
             records = ([json.loads(line) for line in metrics.read_text().splitlines()]
                        if metrics.exists() else [])
-            page = run_report(work_dir, task, records, work_dir.name)
+            # The run's name, as its hook titled the page: the config dumped beside it.
+            dumped = sorted(work_dir.glob('*.py'))
+            page = run_report(work_dir, task, records,
+                              dumped[0].stem if dumped else work_dir.name)
             print(f'report: {page} ({len(records)} rounds)')
         elif not page.exists():
             raise FileNotFoundError(f'{work_dir} holds neither a run (manifest.json) nor a '
