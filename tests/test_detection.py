@@ -519,6 +519,11 @@ def test_one_active_learning_round_end_to_end_with_map(voc_root, tmp_path):
     assert len(selected) == 4 and not initial & {str(s) for s in selected}
     scores = np.load(rounds / 'round_001' / 'scores.npz')
     assert len(scores['scores']) == 12 and (scores['scores'] > 0).all()
+    # Each round's Runner log is kept with the round (before, in a deleted temporary folder).
+    for r in (1, 2):
+        folder = rounds / f'round_{r:03d}' / 'train_logs'
+        assert len(list(folder.rglob('*.log'))) == 1          # the Runner's log
+        assert len(list(folder.glob('*.py'))) == 1            # and the config it ran
     # The Runner left no global state behind: RNG streams, current logger, default scope.
     assert (np.random.get_state()[1] == np_state).all()
     assert torch.equal(torch.random.get_rng_state(), torch_state)

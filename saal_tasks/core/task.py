@@ -207,6 +207,14 @@ class BaseTask(AnnotationCodec, AnnotationFiles, PartialAnnotations, StrategyInp
     def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
         """Train ``model`` on the annotated samples ``labeled_ids``; return the trained model."""
 
+    def use_log_dir(self, folder: Path | None) -> None:
+        """Where the task may keep the logs of the training that comes next.
+
+        The loop passes ``rounds/round_NNN/train_logs`` before each round's training, so a
+        task that trains through a logging framework (detection: mmengine's Runner) keeps
+        its logs with the round. Tasks that only print (to ``run.log``) ignore it.
+        """
+
     def train_steps(self, model: nn.Module, labeled_ids: np.ndarray, seed: int, start: int,
                     stop: int, total: int, optim_state: dict | None
                     ) -> tuple[nn.Module, dict]:

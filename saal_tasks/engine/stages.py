@@ -70,6 +70,7 @@ class TrainStage(Stage):
         print_log(f'round {rnd.index}/{loop.num_rounds + 1}: training on {len(labeled)} {what}',
                   logger='current')
         seed = loop.seed_of(STREAM_TRAIN, rnd.index)
+        loop.task.use_log_dir(loop.store.round_dir(rnd.index) / 'train_logs')
         loop.model = loop.schedule.train(loop.task, loop.model, labeled, seed, rnd.index)
         if loop.schedule.persists_state:
             loop.store.save_torch(rnd.index, 'optim.pth', loop.schedule.state_dict())

@@ -208,8 +208,9 @@ class DetectionTask(BaseTask):
         badge_projection_seed: Seed of that projection.
         share_forward: Reuse the pseudo-labelling forward pass for the clean box losses
             (one network pass less per scored batch; see :meth:`pseudo_label`).
-        runner_dir: Folder for the Runner's logs; ``None`` uses a temporary folder deleted
-            after each training.
+        runner_dir: Folder for the Runner's logs of every training; ``None`` keeps each
+            round's under ``rounds/round_NNN/train_logs`` (a temporary folder, deleted after
+            the training, outside a run).
         log_level: Level of the Runner's logger (``'WARNING'`` hides per-iteration lines).
         on_unknown_class: An XML object whose class is not among the dataset's classes:
             ``'stop'`` (one line naming the file) or ``'drop'`` (left out, as mmdet does,
@@ -269,6 +270,7 @@ class DetectionTask(BaseTask):
         self.badge_projection_seed = badge_projection_seed
         self.share_forward = share_forward
         self.runner_dir = runner_dir
+        self._log_dir: Path | None = None
         self.log_level = log_level
         self._annotations: dict[int, list[dict]] = {}
         self._projections = (None if badge_feature_dim is None
@@ -397,10 +399,14 @@ class DetectionTask(BaseTask):
         fix_ssd_head_loss_cls(model)
         return model
 
+    def use_log_dir(self, folder: Path | None) -> None:
+        self._log_dir = folder
+
     def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
         if len(labeled_ids) == 0:
             raise ValueError('no labeled images to train on: raise al.initial_size')
-        workdir = self.runner_dir or tempfile.mkdtemp(prefix='saal_det_runner_')
+        kept = self.runner_dir or self._log_dir
+        workdir = str(kept) if kept else tempfile.mkdtemp(prefix='saal_det_runner_')
         start = time.perf_counter()
         distributed = rank_and_world()[1] > 1
         try:
@@ -432,7 +438,7 @@ class DetectionTask(BaseTask):
                 loss = runner.message_hub.get_scalar('train/loss').current()
                 iters = runner.iter
         finally:
-            if self.runner_dir is None:
+            if not kept:
                 shutil.rmtree(workdir, ignore_errors=True)
         print_log(f'  trained on {len(labeled_ids)} images: {iters} iterations, last loss '
                   f'{loss:.4f} ({time.perf_counter() - start:.1f}s)', logger='current')
