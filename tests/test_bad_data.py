@@ -307,3 +307,13 @@ def test_49_train_al_stops_with_one_line_and_writes_nothing(voc_root, tmp_path):
     assert str(path) in line and 'not well-formed XML' in line, line
     assert not any(name.endswith(('.json', '.npz', '.npy', '.pth'))
                    for name in snapshot(work_dir))
+
+
+@pytest.mark.parametrize('line', ['', '000003 1', ' 000003'])
+def test_54_image_set_lines_mmdet_cannot_read_are_named(voc_root, line):
+    image_set = Path(_image_set(voc_root))
+    ids = image_set.read_text().splitlines()
+    image_set.write_text('\n'.join(ids[:2] + [line] + ids[3:]) + '\n')
+    with pytest.raises(ConfigError) as err:
+        build(voc_root)
+    single_line(err.value, f'line 3 of {image_set}', 'one image id per line')

@@ -44,13 +44,20 @@ class ImageSetReport:
     unknown: dict[str, int] = field(default_factory=dict)
 
 
-def _listed_ids(ann_file: str, key: str) -> list[str]:
-    """Image ids of an ImageSets file (first field of each non-empty line)."""
+def _listed_ids(dataset: Any, key: str) -> list[str]:
+    """Image ids of an ImageSets file, read as mmdet reads them (one id per line)."""
+    from mmengine.fileio import list_from_file
+    ann_file = dataset.ann_file
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'{key}: image-set file {ann_file} does not exist: check '
                                 'data_root and ann_file')
-    with open(ann_file, encoding='utf-8', errors='replace') as handle:
-        return [line.split()[0] for line in handle if line.strip()]
+    ids = list_from_file(ann_file, backend_args=dataset.backend_args)
+    for number, img_id in enumerate(ids, start=1):
+        if not img_id or img_id != img_id.strip() or ' ' in img_id or '\t' in img_id:
+            raise ConfigError(f'line {number} of {ann_file} is {img_id!r}: an image-set file '
+                              'holds one image id per line and nothing else (remove empty '
+                              'lines, spaces and extra columns)')
+    return ids
 
 
 def _image_problem(path: str) -> str | None:
@@ -145,7 +152,7 @@ def check_voc_image_set(dataset: Any, key: str, on_unknown_class: str = 'stop',
     listed = f'listed in {ann_file}'
     report = ImageSetReport()
     unknown: dict[str, list[str]] = {}
-    for img_id in _listed_ids(ann_file, key):
+    for img_id in _listed_ids(dataset, key):
         xml_path = osp.join(root_dir, dataset.ann_subdir, f'{img_id}.xml')
         img_path = osp.join(root_dir, dataset.img_subdir, f'{img_id}.jpg')
         for path, what in ((xml_path, 'annotation'), (img_path, 'image')):
