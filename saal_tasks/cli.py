@@ -192,6 +192,12 @@ def _invocation(program: str, script: str) -> list[str]:
     return [program] if _installed() else ['python', script]
 
 
+def _run_options(seed: int | None, cfg_options: Sequence[str] | None) -> list[str]:
+    """The options a printed command repeats so the run's config is the same."""
+    return ([] if seed is None else ['--seed', str(seed)]) + (
+        ['--cfg-options', *cfg_options] if cfg_options else [])
+
+
 def resume_command(config: str, work_dir: str, cfg_options: Sequence[str] | None = None,
                    seed: int | None = None, launcher: str = 'none') -> str:
     """The command that continues a run, quoted for a POSIX shell.
@@ -209,11 +215,7 @@ def resume_command(config: str, work_dir: str, cfg_options: Sequence[str] | None
         seed: ``--seed`` when it was given.
         launcher: ``--launcher``; ``'pytorch'`` prefixes ``torchrun --nproc_per_node=N``.
     """
-    argv = [config, '--work-dir', str(work_dir), '--resume']
-    if seed is not None:
-        argv += ['--seed', str(seed)]
-    if cfg_options:
-        argv += ['--cfg-options', *cfg_options]
+    argv = [config, '--work-dir', str(work_dir), '--resume', *_run_options(seed, cfg_options)]
     if launcher == 'pytorch':
         world = os.environ.get('WORLD_SIZE', 'N')
         # torchrun starts a script: the checkout's, or the installed program's file.
@@ -235,13 +237,8 @@ def import_command(config: str, work_dir: str, cfg_options: Sequence[str] | None
         seed: ``--seed`` when it was given.
         answers: The answers file (a placeholder by default).
     """
-    argv = [*_invocation('saal-import', 'tools/import_labels.py'), config, answers,
-            '--work-dir', str(work_dir)]
-    if seed is not None:
-        argv += ['--seed', str(seed)]
-    if cfg_options:
-        argv += ['--cfg-options', *cfg_options]
-    return shlex.join(argv)
+    return shlex.join([*_invocation('saal-import', 'tools/import_labels.py'), config, answers,
+                       '--work-dir', str(work_dir), *_run_options(seed, cfg_options)])
 
 
 def run_reporting_errors(main: Callable[[], int],

@@ -2,8 +2,10 @@
 one on a pool subset."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from typing import IO
 
 import numpy as np
 from mmengine.logging import print_log
@@ -33,6 +35,31 @@ class ScoreResult:
     unit_targets: list[np.ndarray] | None = None
     seconds: float = 0.0
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def save(self, f: IO[bytes], with_units: bool = False) -> None:
+        """Write the result as ``.npz`` (a round's or a query's ``scores.npz``).
+
+        Args:
+            f: Binary file to write to.
+            with_units: Keep the per-unit maps (float32), for unit selectors.
+        """
+        units = ({f'units_{k}': np.asarray(u, dtype=np.float32)
+                  for k, u in enumerate(self.unit_scores or [])} if with_units else {})
+        # numpy's stubs type savez's **kwds like its keyword flags.
+        np.savez(f, sample_ids=self.sample_ids, scores=self.scores,
+                 **units, **{f'extra_{k}': v  # type: ignore[arg-type]
+                             for k, v in self.extras.items()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> 'ScoreResult':
+        """The result :meth:`save` wrote to ``path``."""
+        with np.load(path, allow_pickle=False) as data:
+            num = len(data['sample_ids'])
+            return cls(sample_ids=data['sample_ids'], scores=data['scores'],
+                       unit_scores=[data[f'units_{k}'] for k in range(num)]
+                       if 'units_0' in data.files else None,
+                       extras={k[len('extra_'):]: data[k] for k in data.files
+                               if k.startswith('extra_')})
 
 
 class BaseScorer:

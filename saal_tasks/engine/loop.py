@@ -51,7 +51,7 @@ _SIZE_MISMATCH = re.compile(r'size mismatch for (\S+): copying a param with shap
                             r'model is torch\.Size\((\[.*?\])\)')
 
 
-def _load_problem(err: RuntimeError) -> str:
+def describe_load_error(err: RuntimeError) -> str:
     """The first problem of a failed ``load_state_dict``, short enough for one line."""
     match = _SIZE_MISMATCH.search(str(err))
     if match:
@@ -180,7 +180,7 @@ class ActiveLearningLoop:
             model.load_state_dict(self.store.load_torch(round_idx, 'model.pth'))
         except RuntimeError as err:  # missing keys, unexpected keys or other shapes
             raise ResumeError(
-                f'{path} does not fit the model the config builds ({_load_problem(err)}): '
+                f'{path} does not fit the model the config builds ({describe_load_error(err)}): '
                 'the model settings changed since the run started; resume with the original '
                 'model config, or start a new --work-dir') from None
         return model

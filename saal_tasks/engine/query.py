@@ -36,7 +36,6 @@ from .stages import STREAM_SCORE, STREAM_SELECT
 
 #: The query's own record in its output folder.
 QUERY_RECORD = 'query.json'
-STAGES = ('score', 'select', 'export')
 
 
 @dataclass
@@ -72,7 +71,7 @@ def load_model_file(task: BaseTask, path: str | Path) -> nn.Module:
     """
     import torch
 
-    from .loop import _load_problem
+    from .loop import describe_load_error
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {path} does not exist: check --checkpoint (a '
@@ -92,7 +91,7 @@ def load_model_file(task: BaseTask, path: str | Path) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(f'checkpoint {path} does not fit the model the config builds '
-                          f'({_load_problem(err)}): use the config the model was trained '
+                          f'({describe_load_error(err)}): use the config the model was trained '
                           'with') from None
     return model.eval()
 
@@ -186,14 +185,11 @@ def run_query(task: BaseTask, scorer: BaseScorer, selector: BaseSelector, model:
         atomic_write_json(out / QUERY_RECORD, record)
 
     if 'score' in record['stages']:
-        with np.load(out / 'scores.npz', allow_pickle=False) as data:
-            result = ScoreResult(sample_ids=data['sample_ids'], scores=data['scores'])
+        result = ScoreResult.load(out / 'scores.npz')
     else:
         result = scorer.score(task, model, candidates,
                               np.random.default_rng([seed, round_idx, STREAM_SCORE]), labeled)
-        buffer = io.BytesIO()
-        np.savez(buffer, sample_ids=result.sample_ids, scores=result.scores)
-        atomic_write(out / 'scores.npz', lambda f: f.write(buffer.getvalue()))
+        atomic_write(out / 'scores.npz', result.save)
         done('score')
     if not np.isfinite(result.scores).all():
         raise ConfigError(f'{int((~np.isfinite(result.scores)).sum())} scores are NaN or '

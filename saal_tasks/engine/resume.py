@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from mmengine.logging import print_log
 
 from ..core.errors import AnnotationError, StateCorruptedError
@@ -115,8 +114,7 @@ def rebuild_records(loop: 'ActiveLearningLoop', manifest: Manifest) -> list[dict
         result = selection = None
         scores = store.round_dir(r) / 'scores.npz'
         if store.is_recorded(scores) and store.is_recorded(store.round_dir(r) / 'selected.json'):
-            with np.load(scores, allow_pickle=False) as data:
-                result = ScoreResult(sample_ids=data['sample_ids'], scores=data['scores'])
+            result = ScoreResult.load(scores)
             selection = Selection.from_record(store.read_json(r, 'selected.json'))
         records.append(round_record(r, len(state.labeled_ids(r)),
                                     store.read_json(r, 'metrics.json'),

@@ -130,30 +130,15 @@ class ScoreStage(Stage):
                               f'{type(loop.scorer).__name__} gives one per sample: choose a '
                               "pixel scorer (e.g. dict(type='RegionImpurityScorer', ...))")
         rnd.candidates, rnd.result = candidates, result
-        # Unit maps are kept (float32) only where a unit selector will read them.
-        units = ({f'units_{k}': np.asarray(u, dtype=np.float32)
-                  for k, u in enumerate(result.unit_scores)} if loop.unit_mode else {})
-
-        def write(f):
-            # numpy's stubs type savez's **kwds like its keyword flags.
-            np.savez(f, sample_ids=result.sample_ids, scores=result.scores,
-                     **units, **{f'extra_{k}': v  # type: ignore[arg-type]
-                                 for k, v in result.extras.items()})
-        loop.store.write(loop.store.round_dir(rnd.index) / 'scores.npz', write)
+        # Unit maps are kept only where a unit selector will read them.
+        loop.store.write(loop.store.round_dir(rnd.index) / 'scores.npz',
+                         lambda f: result.save(f, with_units=loop.unit_mode))
         for hook in loop.hooks:
             hook.after_score(loop, rnd.index, result)
 
     def reload(self, loop, rnd):
-        path = loop.store.round_dir(rnd.index) / 'scores.npz'
-        with np.load(path, allow_pickle=False) as data:
-            num = len(data['sample_ids'])
-            rnd.candidates = data['sample_ids']
-            rnd.result = ScoreResult(
-                sample_ids=data['sample_ids'], scores=data['scores'],
-                unit_scores=[data[f'units_{k}'] for k in range(num)]
-                if 'units_0' in data.files else None,
-                extras={k[len('extra_'):]: data[k] for k in data.files
-                        if k.startswith('extra_')})
+        rnd.result = ScoreResult.load(loop.store.round_dir(rnd.index) / 'scores.npz')
+        rnd.candidates = rnd.result.sample_ids
 
 
 class SelectStage(Stage):

@@ -29,6 +29,7 @@ from mmengine.logging import print_log
 
 from ..core.hooks import ALHook
 from ..core.io import atomic_write
+from ..core.scorer import ScoreResult
 from ..core.task import BaseTask
 from ..registry import AL_HOOKS
 
@@ -202,12 +203,12 @@ def round_section(work_dir: Path, round_idx: int, task: BaseTask | None) -> str:
         parts.append('<p class="note">no query in this round (the last round trains and '
                      'evaluates only)</p>')
         return ''.join(parts)
-    with np.load(folder / 'scores.npz', allow_pickle=False) as data:
-        candidates, scores = data['sample_ids'], data['scores']
+    result = ScoreResult.load(folder / 'scores.npz')
+    candidates, scores = result.sample_ids, result.scores
     position = {int(i): k for k, i in enumerate(candidates)}
     ids = np.asarray(selected['sample_ids'], dtype=np.int64)
     picked_scores = np.array([scores[position[int(i)]] for i in ids if int(i) in position])
-    raw = _read_json(Path(work_dir) / 'rounds' / f'round_{round_idx:03d}' / 'annotations.json')
+    raw = _read_json(folder / 'annotations.json')
     answers = ({int(k): task.decode_annotation(v) for k, v in raw.items()}
                if raw and task is not None else None)
     figures = [f'<img alt="scores of round {round_idx}" src="'

@@ -60,31 +60,25 @@ def _listed_ids(dataset: Any, key: str) -> list[str]:
     return ids
 
 
-def _image_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a whole image (unreadable header, no end marker), or None."""
+def _inspect_image(path: str) -> tuple[tuple[int, int] | None, str | None]:
+    """``((width, height), None)`` from a whole image's header, or ``(size or None, why)``
+    when the header cannot be read or the file is cut short (no end marker)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as image:
-            image.size  # noqa: B018  (the header parses)
+            size = image.size
     except (UnidentifiedImageError, OSError) as err:
-        return f'unreadable image header ({type(err).__name__})'
+        return None, f'unreadable image header ({type(err).__name__})'
     with open(path, 'rb') as handle:
         head = handle.read(4)
         handle.seek(0, 2)
-        size = handle.tell()
-        handle.seek(max(0, size - _TAIL_BYTES))
+        length = handle.tell()
+        handle.seek(max(0, length - _TAIL_BYTES))
         tail = handle.read()
     for magic, (marker, name) in _END_MARKERS.items():
         if head.startswith(magic) and marker not in tail:
-            return f'truncated: no {name} in its last {min(size, _TAIL_BYTES)} bytes'
-    return None
-
-
-def _header_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` from an image's header."""
-    from PIL import Image
-    with Image.open(path) as image:
-        return image.size
+            return size, f'truncated: no {name} in its last {min(length, _TAIL_BYTES)} bytes'
+    return size, None
 
 
 def _xml_size(root: ET.Element, xml_path: str) -> tuple[int, int] | None:
@@ -166,7 +160,7 @@ def check_voc_image_set(dataset: Any, key: str, on_unknown_class: str = 'stop',
             raise ConfigError(f'annotation {xml_path} is not well-formed XML ({err}): fix or '
                               f'regenerate it, or remove {img_id} from {ann_file}') from None
         _check_objects(root, xml_path, classes, unknown)
-        problem = _image_problem(img_path)
+        actual, problem = _inspect_image(img_path)
         if problem is not None:
             if pool and on_corrupt == 'skip':
                 report.corrupt[img_id] = problem
@@ -176,7 +170,6 @@ def check_voc_image_set(dataset: Any, key: str, on_unknown_class: str = 'stop',
             raise ConfigError(f'corrupt image {img_path} ({problem}; {listed}): replace it or '
                               f'remove {img_id} from {ann_file}{skip}')
         declared = _xml_size(root, xml_path)
-        actual = _header_size(img_path)
         if declared is not None and declared != actual:
             raise ConfigError(f'annotation {xml_path} gives <size> {declared[0]}x{declared[1]} '
                               f'but image {img_path} is {actual[0]}x{actual[1]}: fix <width> '
