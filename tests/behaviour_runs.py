@@ -6,9 +6,16 @@ without timings) are summarised to one JSON-able dict. ``tests/data/behaviour.js
 summaries recorded before the layered-architecture refactor; ``test_behaviour_preserved.py``
 runs them again and compares.
 
-Re-record only for an intended change of behaviour, and say so in the commit::
+A recording belongs to a CPU kind: float32 kernels round differently on different vector
+units, and over several rounds of training that changes which samples are picked. Recordings
+live in ``tests/data/behaviour/<vendor>-<capability>.json`` (e.g. ``GenuineIntel-AVX512``,
+torch's CPU capability), with ``<vendor>.json`` as the fallback (``AuthenticAMD.json`` was
+recorded on an AMD EPYC before the layered refactor). To add a CPU kind, record on a commit
+whose behaviour is known to be right (a worktree of it), and copy the file here::
 
     .venv/bin/python tests/behaviour_runs.py --record
+
+Re-record only for an intended change of behaviour, and say so in the commit.
 """
 from __future__ import annotations
 
@@ -21,7 +28,33 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORDING = Path(__file__).resolve().parent / 'data' / 'behaviour.json'
+RECORDINGS = Path(__file__).resolve().parent / 'data' / 'behaviour'
+
+
+def cpu_kind() -> tuple[str, str]:
+    """``(vendor, capability)`` of this CPU, e.g. ``('GenuineIntel', 'AVX512')``."""
+    import platform
+
+    import torch
+
+    vendor = platform.machine()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('vendor_id'):
+                vendor = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return vendor, torch.backends.cpu.get_cpu_capability()
+
+
+def recording_path() -> Path | None:
+    """This CPU kind's recording (exact kind first, then the vendor's), ``None`` if none."""
+    vendor, capability = cpu_kind()
+    for name in (f'{vendor}-{capability}.json', f'{vendor}.json'):
+        if (RECORDINGS / name).exists():
+            return RECORDINGS / name
+    return None
 
 # The digits demo shortened to 6 rounds (same protocol otherwise).
 DIGITS = ['configs/cls/saal_cnn_digits.py', '--cfg-options', 'al.num_rounds=6']
@@ -136,14 +169,17 @@ def main() -> None:
     parser.add_argument('--record', action='store_true', help='write the recording')
     parser.add_argument('--only', nargs='*', default=list(RUNS))
     args = parser.parse_args()
-    results = json.loads(RECORDING.read_text()) if RECORDING.exists() else {}
+    vendor, capability = cpu_kind()
+    target = RECORDINGS / f'{vendor}-{capability}.json'
+    results = json.loads(target.read_text()) if target.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
             results[name] = RUNS[name](Path(tmp))
             print(name, json.dumps(results[name])[:200])
     if args.record:
-        RECORDING.parent.mkdir(parents=True, exist_ok=True)
-        RECORDING.write_text(json.dumps(results, indent=1, sort_keys=True) + '\n')
+        RECORDINGS.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(results, indent=1, sort_keys=True) + '\n')
+        print(f'recorded {target}')
 
 
 if __name__ == '__main__':
