@@ -26,9 +26,7 @@ from mmengine.structures import InstanceData  # noqa: E402
 
 from saal_tasks.core.errors import AnnotationError  # noqa: E402
 from saal_tasks.registry import SCORERS, TASKS  # noqa: E402
-from saal_tasks.tasks.detection.losses import anchor_cells  # noqa: E402
-from saal_tasks.tasks.detection.losses import box_classification_losses  # noqa: E402
-from saal_tasks.tasks.detection.losses import head_forward  # noqa: E402
+from saal_tasks.tasks.detection.heads import anchor_cells, ssd_box_losses  # noqa: E402
 from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo  # noqa: E402
 from saal_tasks.tasks.detection.data import LabeledSubset, encode_sample_id  # noqa: E402
 from saal_tasks.tasks.detection.data import labeled_loader_cfg  # noqa: E402
@@ -159,9 +157,8 @@ def test_detections_match_mmdet_predict_and_keep_their_source_anchor(task, model
 
 def test_anchor_cells_point_at_the_conv_output_of_each_anchor(task, model):
     inputs = first_batch(task, [4])
-    data = model.data_preprocessor(inputs, False)
     with torch.no_grad():
-        out = head_forward(model, data['inputs'], [(128, 128)])
+        out = task.adapter.forward(model, inputs, with_boxes=True)
         anchors = torch.tensor([0, 5, out.level_starts[1] + 7, out.level_starts[2] + 3])
         channels = model.bbox_head.cls_out_channels
         for a, (level, y, x) in zip(anchors.tolist(), anchor_cells(out, anchors)):
@@ -174,9 +171,9 @@ def test_box_losses_add_up_to_mmdet_ssd_loss_of_the_image_alone(task, model):
     inputs = first_batch(task, [5])
     targets = task.pseudo_label(model, inputs)
     data = model.data_preprocessor(inputs, False)
-    out = head_forward(model, data['inputs'], [(128, 128)], with_boxes=False)
-    parts = box_classification_losses(model.bbox_head, out.cls_logits[0], out.priors,
-                                      targets[0].bboxes, targets[0].labels)
+    out = task.adapter.forward(model, inputs, with_boxes=False)
+    parts = ssd_box_losses(model.bbox_head, out.cls_logits[0], out.priors,
+                           targets[0].bboxes, targets[0].labels)
     samples = data['data_samples']
     samples[0].gt_instances = InstanceData(bboxes=targets[0].bboxes, labels=targets[0].labels)
     with torch.no_grad():
@@ -185,6 +182,7 @@ def test_box_losses_add_up_to_mmdet_ssd_loss_of_the_image_alone(task, model):
     assert torch.allclose(parts.image_loss, mmdet_loss, rtol=1e-6)
     weighted = (parts.num_pos * parts.per_box).sum() / parts.num_pos.sum()
     assert torch.allclose(weighted, mmdet_loss, rtol=1e-5)
+    assert torch.allclose((parts.weights * parts.per_box).sum(), mmdet_loss, rtol=1e-5)
 
 
 def test_box_losses_do_not_depend_on_the_batch_unlike_mmdet_ssd_loss(task, model):
@@ -317,7 +315,14 @@ def test_top1_policy_scores_the_best_detection_of_an_empty_image(voc_root, model
 def test_bad_task_options_are_refused(voc_root):
     with pytest.raises(ValueError, match='empty_policy'):
         make_task(voc_root, empty_policy='skip')
-    with pytest.raises(ValueError, match='SSDHead'):
+    # A detector without an adapter: one line naming the adapters that exist and the docs.
+    with pytest.raises(ValueError, match=r"head 'YOLOV3Head'.*SSDAdapter \(SSDHead\).*"
+                                         r'SigmoidAnchorAdapter.*Adding a detector'):
+        cfg = tiny_cfg(voc_root)
+        cfg.task.model.bbox_head.type = 'YOLOV3Head'
+        TASKS.build(cfg.task)
+    # An adapter's family with options it cannot split: refused by the adapter, in one line.
+    with pytest.raises(ValueError, match='loss_cls.*FocalLoss'):
         cfg = tiny_cfg(voc_root)
         cfg.task.model.bbox_head.type = 'RetinaHead'
         TASKS.build(cfg.task)
@@ -347,9 +352,8 @@ def test_badge_embedding_is_the_box_gradient_of_a_linear_classifier(voc_root, mo
     emb = one_box.gradient_embedding(model, inputs)[0]
     assert torch.equal(one_box.embed(model, inputs)[0], emb)
     box = one_box.pseudo_label(model, inputs)[0]
-    data = model.data_preprocessor(inputs, False)
     with torch.no_grad():
-        out = head_forward(model, data['inputs'], [(128, 128)])
+        out = one_box.adapter.forward(model, inputs, with_boxes=True)
     (level, y, x), = anchor_cells(out, box.anchors)
     h = out.feats[level][0, :, y, x]
     # d CE(W h, y) / d W for a linear classifier W: (softmax - onehot) outer h.

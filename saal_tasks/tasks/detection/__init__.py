@@ -1,17 +1,17 @@
-"""Object detection with mmdet 3 SSD detectors (SSD heads only, for now) on PASCAL VOC.
+"""Object detection with mmdet 3 detectors on VOC- or COCO-format data.
 
-The task adapter, its data and box losses, and the detection baselines. Other detectors are
-refused when the task is built (``task.model.bbox_head.type`` must be ``'SSDHead'``): the box
-losses, detections and BADGE features are computed from SSD's head.
+The task adapter, its data, the head adapters (what box-sum SAAL needs from each detector
+family: SSD and RetinaNet ship; a detector without one is refused in one line naming them),
+and the detection baselines.
 
 Modules:
     task: ``DetectionTask``, the adapter (registered in ``TASKS``).
     scorers: the box-entropy baseline for detection (registered in ``SCORERS``).
-    losses: SSD detections with their source anchors, per-box classification losses, BADGE
-        embeddings.
+    heads: head adapters: detections with their class distributions, per-box
+        classification losses, box entropies, BADGE embeddings, per detector family.
     data: the pool keyed by image id, the labeled-subset dataset, dataloader configs.
     label_files: COCO-format queries for people and their answers.
-    demo: the generator of the VOC-layout demo dataset (numpy and OpenCV only).
+    demo: the generators of the VOC- and COCO-layout demo datasets (numpy and OpenCV only).
 
 Running mmengine's Runner inside a loop without global side effects is in
 :mod:`saal_tasks.compat.mmengine_runtime`. Nothing here is imported by ``saal_tasks.tasks``:
@@ -33,6 +33,7 @@ _LAZY = {
     'encode_sample_id': '.data',
     'DEMO_CLASSES': '.demo',
     'write_voc_demo': '.demo',
+    'write_coco_demo': '.demo',
 }
 
 

@@ -3,8 +3,9 @@
 Both use the same pseudo-boxes as box-sum SAAL (:meth:`DetectionTask.pseudo_boxes`), so the
 three methods differ only in how a box is scored. Random is the core's ``RandomScorer``.
 
-* :class:`BoxEntropyScorer`: a box's uncertainty is the entropy of its class distribution
-  (the softmax of the anchor it was detected from, background included); an image's score
+* :class:`BoxEntropyScorer`: a box's uncertainty is the entropy of its class distribution as
+  its detector family defines it (SSD: the softmax of the anchor it was detected from,
+  background included; RetinaNet: the sum of its per-class binary entropies); an image's score
   aggregates its boxes (``'sum'`` by default, like SAAL's box sum; ``'max'`` and ``'mean'``
   are offered). Images without pseudo-boxes score 0.
 * BADGE needs no detection-specific scorer: :meth:`DetectionTask.gradient_embedding`
@@ -20,7 +21,6 @@ import torch
 
 from ...registry import SCORERS
 from ...core.scorer import BaseScorer, ScoreResult
-from .losses import box_entropies
 
 AGGREGATIONS = ('sum', 'max', 'mean')
 
@@ -51,7 +51,7 @@ class BoxEntropyScorer(BaseScorer):
         with torch.no_grad():
             for ids, inputs in task.pool_batches(sample_ids, self.batch_size):
                 for boxes in task.pseudo_boxes(model, inputs):
-                    ent = box_entropies(boxes.probs).double().cpu().numpy()
+                    ent = task.box_entropies(boxes).double().cpu().numpy()
                     units.append(ent)
                     num_boxes.append(len(ent))
                     if len(ent) == 0:

@@ -1,7 +1,8 @@
-"""Object detection as an active-learning task: an mmdet SSD, one unit per pseudo-box.
+"""Object detection as an active-learning task: an mmdet detector, one unit per pseudo-box.
 
-Only SSD detectors (``SSDHead``) are supported for now: the box losses, detections and BADGE
-features below are computed from SSD's head.
+What depends on the detector family (its post-processing, the per-box split of its
+classification loss, box entropies, BADGE features) is a head adapter (:mod:`.heads`), chosen
+from the model config: SSD, RetinaNet and Faster R-CNN ship.
 
 The adapter answers :class:`~saal_tasks.core.BaseTask` with mmdet's own machinery:
 
@@ -13,9 +14,9 @@ The adapter answers :class:`~saal_tasks.core.BaseTask` with mmdet's own machiner
   oracle's annotations).
 * **Evaluation**: the config's ``test_dataloader`` and ``test_evaluator`` (VOC07 mAP with
   mmdet's ``VOCMetric``), as mmengine's test loop runs them.
-* **Scoring protocol**: ``pseudo_label`` = SSD's post-NMS detections scoring at least
-  ``pseudo_score_thr``; ``loss_per_unit`` = each pseudo-box's classification loss
-  (:func:`.losses.box_classification_losses`), normalised inside its image, ``[B, K]``
+* **Scoring protocol**: ``pseudo_label`` = the detector's post-processed detections scoring at
+  least ``pseudo_score_thr``; ``loss_per_unit`` = each pseudo-box's classification loss
+  (:meth:`.heads.HeadAdapter.box_losses`), normalised inside its image, ``[B, K]``
   padded with exact zeros after each image's own ``K_i`` boxes (so sums over boxes are
   unaffected; use ``score_reduction='sum'``).
 """
@@ -47,15 +48,13 @@ from ...registry import TASKS
 from ...compat.mmengine_runtime import (isolated_runner_globals, load_checkpoint_weights,
                                         preserved_global_rng, quiet_current_logger,
                                         safe_checkpoint_globals)
-# .losses makes mmcv.ops importable before anything imports mmdet.
-from .losses import (LevelProjections, badge_embeddings, batch_forward,
-                     box_classification_losses, detect, select_pseudo_boxes)
+# .heads makes mmcv.ops importable before anything imports mmdet.
+from .heads import LevelProjections, build_head_adapter, select_pseudo_boxes
 from .data import ImagePool, LabeledSubset, flatten_dataset_cfg, labeled_loader_cfg, loader_cfg
 from .label_files import export_coco_query, predicted_boxes, read_coco_answers
 from .pictures import draw_boxes
 from .voc_files import ImageSetReport, check_policies, check_voc_image_set
 
-from mmdet.models.dense_heads import SSDHead  # noqa: E402  (after .losses, see above)
 from mmdet.datasets import VOCDataset, XMLDataset  # noqa: E402
 from mmdet.registry import DATASETS, MODELS  # noqa: E402
 
@@ -63,20 +62,6 @@ from mmdet.registry import DATASETS, MODELS  # noqa: E402
 #: drawing predictions is not part of a round.
 DISABLED_HOOKS = ('checkpoint', 'visualization')
 EMPTY_POLICIES = ('zero', 'top1')
-
-
-def fix_ssd_head_loss_cls(model: nn.Module) -> None:
-    """Work around mmdet 3.3.0's SSD inference bug, in this one place.
-
-    ``SSDHead.__init__`` skips ``AnchorHead.__init__`` and never sets ``loss_cls``, but the
-    shared post-processing (``BaseDenseHead._predict_by_feat_single``) reads
-    ``self.loss_cls.custom_cls_channels``, so ``model.predict`` raises ``AttributeError``
-    (mmdetection issues 11063 and 11305). SSD classifies with a plain softmax and has no
-    loss module, so ``None`` is the truthful value and makes that check fall through.
-    """
-    head = model.bbox_head
-    if isinstance(head, SSDHead) and not hasattr(head, 'loss_cls'):
-        head.loss_cls = None
 
 
 def _set_data_root(dataset_cfg: dict, data_root: str) -> None:
@@ -91,9 +76,51 @@ def _set_data_root(dataset_cfg: dict, data_root: str) -> None:
         dataset_cfg['data_root'] = data_root
 
 
+def keep_empty_images(leaf_cfg: dict) -> bool:
+    """Build a pool leaf with every image: turn its ``filter_empty_gt`` off (in place).
+
+    Returns:
+        Whether the leaf asked for ``filter_empty_gt`` (then training leaves such images out).
+    """
+    filter_cfg = leaf_cfg.get('filter_cfg')
+    if not filter_cfg or not filter_cfg.get('filter_empty_gt', False):
+        return False
+    leaf_cfg['filter_cfg'] = {**filter_cfg, 'filter_empty_gt': False}
+    return True
+
+
+def _resolve_ann_files(evaluator_cfg: dict | list, data_root: str) -> dict | list:
+    """An evaluator's ``ann_file`` (CocoMetric's ground truth) as a readable path.
+
+    A path that exists as given is kept (mmdet's configs write ``data_root + 'annotations/
+    ...'``); otherwise it is read under the test dataset's ``data_root``, like the dataset's
+    own ``ann_file``, so ``task.data_root=...`` moves both.
+
+    Raises:
+        FileNotFoundError: Neither path exists (one line naming both).
+    """
+    for metric in evaluator_cfg if isinstance(evaluator_cfg, list) else [evaluator_cfg]:
+        ann_file = metric.get('ann_file')
+        if not ann_file or osp.isfile(ann_file):
+            continue
+        under_root = osp.join(data_root, ann_file)
+        if not osp.isfile(under_root):
+            raise FileNotFoundError(
+                f'task.test_evaluator.ann_file: neither {osp.abspath(ann_file)} nor '
+                f'{osp.abspath(under_root)} exists: write the test set\'s COCO file there or '
+                'set test_evaluator.ann_file to its path')
+        metric['ann_file'] = under_root
+    return evaluator_cfg
+
+
 def _check_files(leaf_cfg: dict, field: str) -> None:
-    """One clear line when a dataset's image-set file is missing (no VOCdevkit)."""
+    """One clear line when a dataset's image-set or annotation file is missing."""
     path = osp.join(leaf_cfg.get('data_root') or '', leaf_cfg['ann_file'])
+    if not osp.isfile(path) and leaf_cfg.get('type') == 'CocoDataset':
+        raise FileNotFoundError(
+            f'{field}: {osp.abspath(path)} does not exist. Put the COCO-format file there or '
+            'set task.data_root=<folder holding annotations/>; to try COCO-format detection '
+            'with generated data, run `python tools/make_coco_demo.py`')
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'{field}: {osp.abspath(path)} does not exist. Put PASCAL VOC (VOCdevkit with '
@@ -176,7 +203,7 @@ def _param_versions(model: nn.Module) -> tuple[int, ...]:
 
 @TASKS.register_module()
 class DetectionTask(BaseTask):
-    """Detection with mmdet 3 SSD detectors (SSD heads only, for now): box-sum SAAL units.
+    """Detection with mmdet 3 detectors that have a head adapter: box-sum SAAL units.
 
     The pool is VOC-layout data; the units of an image are its pseudo-boxes (see
     :meth:`pseudo_label`).
@@ -185,7 +212,7 @@ class DetectionTask(BaseTask):
     in ``configs/det`` pass them from ``mmdet::pascal_voc/ssd300_voc0712.py``).
 
     Args:
-        model: mmdet detector config; its head must be an ``SSDHead``.
+        model: mmdet detector config; a head adapter must handle it (see :mod:`.heads`).
         train_dataloader: mmdet train dataloader config; its ``dataset`` defines the pool
             and the training pipeline (wrappers are flattened; see :mod:`.data`).
         test_dataloader: Evaluation dataloader config (VOC2007 test in the paper).
@@ -215,6 +242,8 @@ class DetectionTask(BaseTask):
         on_unknown_class: An XML object whose class is not among the dataset's classes:
             ``'stop'`` (one line naming the file) or ``'drop'`` (left out, as mmdet does,
             counted in one warning).
+        head_adapter: Force a head adapter (``dict(type='SSDAdapter')``); ``None`` picks the
+            one that handles ``model`` (:func:`.heads.build_head_adapter`).
         on_corrupt: A pool image whose header is unreadable or whose file is cut short:
             ``'stop'`` (one line naming the file) or ``'skip'`` (left out of the pool, one
             warning). Test images are always checked with ``'stop'``.
@@ -235,7 +264,8 @@ class DetectionTask(BaseTask):
                  init_checkpoint: str | None = None, badge_feature_dim: int | None = None,
                  badge_projection_seed: int = 0, share_forward: bool = True,
                  runner_dir: str | None = None, log_level: str = 'INFO',
-                 on_unknown_class: str = 'stop', on_corrupt: str = 'stop') -> None:
+                 on_unknown_class: str = 'stop', on_corrupt: str = 'stop',
+                 head_adapter: dict | None = None) -> None:
         check_policies(on_unknown_class, on_corrupt)
         if empty_policy not in EMPTY_POLICIES:
             raise ConfigError(f'task.empty_policy must be one of {EMPTY_POLICIES}, got '
@@ -245,10 +275,7 @@ class DetectionTask(BaseTask):
         if badge_feature_dim is not None and badge_feature_dim < 1:
             raise ConfigError(f'task.badge_feature_dim must be >= 1, got {badge_feature_dim}')
         self.model_cfg = copy.deepcopy(dict(model))
-        head_type = self.model_cfg.get('bbox_head', {}).get('type')
-        if head_type != 'SSDHead':
-            raise ConfigError(f'task.model.bbox_head.type is {head_type!r}: the detection task '
-                              "computes SSD's box losses and needs 'SSDHead'")
+        self.adapter = build_head_adapter(self.model_cfg, head_adapter)
         self.train_loader_cfg = copy.deepcopy(dict(train_dataloader))
         self.test_loader_cfg = copy.deepcopy(dict(test_dataloader))
         if data_root is not None:
@@ -278,10 +305,16 @@ class DetectionTask(BaseTask):
         self._test_loader = None
 
         leaves = flatten_dataset_cfg(self.train_loader_cfg['dataset'])
+        # The pool is unlabeled images: one without objects stays in it (and can be queried);
+        # a leaf's filter_empty_gt applies to training only (see _trainable).
+        self._filters_empty = [keep_empty_images(leaf) for leaf in leaves]
         for leaf in leaves:
             _check_files(leaf, 'task.train_dataloader.dataset')
         for leaf in flatten_dataset_cfg(self.test_loader_cfg['dataset']):
             _check_files(leaf, 'task.test_dataloader.dataset')
+        self.test_evaluator_cfg = _resolve_ann_files(
+            self.test_evaluator_cfg,
+            flatten_dataset_cfg(self.test_loader_cfg['dataset'])[0].get('data_root') or '')
         _check_pretrained(self.model_cfg)
         with DefaultScope.overwrite_default_scope('mmdet'):
             for leaf in flatten_dataset_cfg(self.test_loader_cfg['dataset']):
@@ -292,7 +325,7 @@ class DetectionTask(BaseTask):
             self.pool = ImagePool([dataset for dataset, _ in built],
                                   skip=[set(report.corrupt) for _, report in built])
             self.test_pipeline = Compose(self.test_loader_cfg['dataset']['pipeline'])
-        num_classes = self.model_cfg['bbox_head'].get('num_classes')
+        num_classes = self.adapter.num_classes(self.model_cfg)
         if num_classes != len(self.pool.classes):
             raise ConfigError(f'task.model.bbox_head.num_classes is {num_classes} but the '
                               f'dataset has {len(self.pool.classes)} classes '
@@ -396,8 +429,25 @@ class DetectionTask(BaseTask):
                 load_checkpoint_weights(self.init_checkpoint), strict=False)
             print_log(f'loaded {self.init_checkpoint} ({len(missing)} missing, '
                       f'{len(unexpected)} unexpected keys)', logger='current')
-        fix_ssd_head_loss_cls(model)
+        self.adapter.prepare(model)
         return model
+
+    def _trainable(self, labeled_ids: np.ndarray) -> np.ndarray:
+        """The labeled images training uses: those without objects are left out where their
+        dataset's ``filter_cfg`` says ``filter_empty_gt`` (mmdet's training default), as
+        mmdet would have left them out; they stay labeled and out of the pool."""
+        ids = np.asarray(labeled_ids, dtype=np.int64)
+        empty = np.asarray([self._filters_empty[self.pool.locate(int(i))[0]]
+                            and not self._annotations[int(i)] for i in ids], dtype=bool)
+        if empty.all():
+            raise AnnotationError(
+                f'none of the {len(ids)} labeled images has an object, and the training '
+                "dataset's filter_cfg has filter_empty_gt=True: label more images (raise "
+                'al.initial_size) or set filter_empty_gt=False to train on empty images')
+        if empty.any():
+            print_log(f'  {int(empty.sum())} labeled images without objects are left out of '
+                      'training (filter_cfg.filter_empty_gt)', logger='current')
+        return ids[~empty]
 
     def use_log_dir(self, folder: Path | None) -> None:
         self._log_dir = folder
@@ -424,7 +474,8 @@ class DetectionTask(BaseTask):
                     # Exactly the labeled images, with the oracle's annotations.
                     train_dataloader=labeled_loader_cfg(
                         self.train_loader_cfg,
-                        LabeledSubset(self.pool, labeled_ids, self._annotations), seed),
+                        LabeledSubset(self.pool, self._trainable(labeled_ids),
+                                      self._annotations), seed),
                     optim_wrapper=copy.deepcopy(self.optim_wrapper_cfg),
                     param_scheduler=copy.deepcopy(self.param_scheduler_cfg),
                     train_cfg=copy.deepcopy(self.train_cfg),
@@ -491,18 +542,25 @@ class DetectionTask(BaseTask):
         return len(inputs['inputs'])
 
     def detections(self, model: nn.Module, inputs: dict) -> list:
-        """SSD's post-NMS detections of each image with their source anchors
-        (:func:`.losses.detect`), in network-input pixels."""
+        """The detector's post-processed detections of each image
+        (:meth:`.heads.HeadAdapter.detect`), in network-input pixels."""
         with torch.no_grad():
-            out = batch_forward(model, inputs, with_boxes=True)
-            return [detect(model.bbox_head, out, i) for i in range(len(out.img_shapes))]
+            out = self.adapter.forward(model, inputs, with_boxes=True)
+            return [self.adapter.detect(model, out, i)
+                    for i in range(self.adapter.num_images(out))]
 
     def pseudo_boxes(self, model: nn.Module, inputs: dict) -> list:
         """Per image, the detections scoring at least ``pseudo_score_thr`` (with the
         ``empty_policy``): ``InstanceData`` with ``bboxes [K, 4]``, ``labels [K]``,
-        ``scores [K]``, ``anchors [K]`` and ``probs [K, C + 1]`` (no autograd graph kept)."""
+        ``scores [K]`` and ``probs [K, C']`` (the class distribution each came from), plus
+        the adapter's own fields (no autograd graph kept)."""
         return [select_pseudo_boxes(d, self.pseudo_score_thr, self.empty_policy)
                 for d in self.detections(model, inputs)]
+
+    def box_entropies(self, boxes: Any) -> torch.Tensor:
+        """Uncertainty (nats) of each pseudo-box of one image ``[K]``, as its detector family
+        defines it (:meth:`.heads.HeadAdapter.box_entropies`)."""
+        return self.adapter.box_entropies(boxes)
 
     def pseudo_label(self, model: nn.Module, inputs: dict) -> 'PseudoBoxes':
         """:meth:`pseudo_boxes`, keeping the forward pass for :meth:`loss_per_unit`.
@@ -517,11 +575,12 @@ class DetectionTask(BaseTask):
         if not self.share_forward:
             return PseudoBoxes(self.pseudo_boxes(model, inputs))
         with torch.enable_grad():
-            out = batch_forward(model, inputs, with_boxes=True)
+            out = self.adapter.forward(model, inputs, with_boxes=True)
         with torch.no_grad():
             boxes = PseudoBoxes(
-                select_pseudo_boxes(detect(model.bbox_head, out, i), self.pseudo_score_thr,
-                                    self.empty_policy) for i in range(len(out.img_shapes)))
+                select_pseudo_boxes(self.adapter.detect(model, out, i), self.pseudo_score_thr,
+                                    self.empty_policy)
+                for i in range(self.adapter.num_images(out)))
         boxes.forward = _SharedForward(model, inputs, _param_versions(model), out)
         return boxes
 
@@ -534,31 +593,32 @@ class DetectionTask(BaseTask):
             out = shared.out
             targets.forward = None  # its graph serves one backward pass
         else:
-            out = batch_forward(model, inputs, with_boxes=False)
-        rows = [box_classification_losses(model.bbox_head, out.cls_logits[i], out.priors,
-                                          t.bboxes, t.labels).per_box
+            out = self.adapter.forward(model, inputs, with_boxes=False)
+        rows = [self.adapter.box_losses(model, out, i, t).per_box
                 for i, t in enumerate(targets)]
         width = max(r.numel() for r in rows)
         return torch.stack([torch.cat([r, r.new_zeros(width - r.numel())]) for r in rows])
 
     def gradient_embedding(self, model: nn.Module, inputs: dict) -> torch.Tensor:
-        """BADGE gradient embeddings, ``[B, D]`` (:func:`.losses.badge_embeddings`).
+        """BADGE gradient embeddings, ``[B, D]`` (:meth:`.heads.HeadAdapter.badge_embeddings`).
 
-        For a pseudo-box with class distribution ``p`` (source anchor, background included),
-        pseudo-label ``ŷ`` and feature vector ``h`` (the neck feature at the source anchor's
-        cell), ``(p − e_ŷ) ⊗ h`` is the gradient of its cross-entropy with respect to a
-        linear classifier on ``h``; an image's embedding is the sum over its pseudo-boxes,
+        For a pseudo-box with class distribution ``p`` (its source anchor's), pseudo-label
+        ``ŷ`` and feature vector ``h`` (the neck feature at the source anchor's cell),
+        ``(p − e_ŷ) ⊗ h`` is the gradient of its cross-entropy with respect to a linear
+        classifier on ``h``; an image's embedding is the sum over its pseudo-boxes,
         each level in its own block (or all levels projected to ``badge_feature_dim``
         dimensions by a fixed random matrix). Images without pseudo-boxes embed to zero.
         """
         with torch.no_grad():
-            out = batch_forward(model, inputs, with_boxes=True)
-            return badge_embeddings(model.bbox_head, out, self.pseudo_score_thr,
-                                    self.empty_policy, self._projections)
+            out = self.adapter.forward(model, inputs, with_boxes=True)
+            boxes = [select_pseudo_boxes(self.adapter.detect(model, out, i),
+                                         self.pseudo_score_thr, self.empty_policy)
+                     for i in range(self.adapter.num_images(out))]
+            return self.adapter.badge_embeddings(model, out, boxes, self._projections)
 
     def embed(self, model: nn.Module, inputs: dict) -> torch.Tensor:
         """The detection embedding for diversity selectors: :meth:`gradient_embedding`."""
         return self.gradient_embedding(model, inputs)
 
 
-__all__ = ['DetectionTask', 'PseudoBoxes', 'fix_ssd_head_loss_cls']
+__all__ = ['DetectionTask', 'PseudoBoxes']

@@ -1,0 +1,16 @@
+"""Head adapters: what box-sum SAAL needs from each detector family (see :mod:`.base`).
+
+Modules:
+    base: the :class:`HeadAdapter` contract, :data:`HEAD_ADAPTERS`, the per-box split of an
+        image's loss, pseudo-box selection.
+    anchor_heads: SSD (softmax, hard-negative mining) and RetinaNet (sigmoid focal loss).
+"""
+from .base import (HEAD_ADAPTERS, BoxLosses, HeadAdapter, build_head_adapter,
+                   empty_box_losses, select_pseudo_boxes, split_over_boxes)
+from .anchor_heads import (AnchorHeadAdapter, HeadOutput, LevelProjections, SSDAdapter,
+                           SigmoidAnchorAdapter, anchor_cells, ssd_box_losses)
+
+__all__ = ['AnchorHeadAdapter', 'BoxLosses', 'HEAD_ADAPTERS', 'HeadAdapter', 'HeadOutput',
+           'LevelProjections', 'SSDAdapter', 'SigmoidAnchorAdapter', 'anchor_cells',
+           'build_head_adapter', 'empty_box_losses', 'select_pseudo_boxes', 'split_over_boxes',
+           'ssd_box_losses']

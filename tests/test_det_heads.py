@@ -1,0 +1,160 @@
+"""The head-adapter contract, checked on every registered adapter with a tiny detector.
+
+For each detector family: pseudo-boxes are the detector's own ``predict`` output above the
+threshold; per-box losses, weighted as the adapter says, add up to mmdet's own classification
+loss of the image alone; an image's units do not depend on its batch; SAAL scoring leaves the
+parameters bit-identical and scores images without objects; the baselines run or refuse in
+one line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmdet')
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.structures import InstanceData  # noqa: E402
+
+from saal_tasks.registry import SCORERS, TASKS  # noqa: E402
+from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo  # noqa: E402
+from saal_tasks.tasks.detection.heads import HEAD_ADAPTERS  # noqa: E402
+
+from conftest import bit_identical, snapshot  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+#: One tiny config per registered adapter.
+CONFIGS = {
+    'SSDAdapter': ROOT / 'configs' / 'det' / 'ssd_tiny_voc_demo.py',
+    'SigmoidAnchorAdapter': ROOT / 'configs' / 'det' / 'retinanet_tiny_voc_demo.py',
+}
+SPLITS = (DemoSplit('VOC2007', 'trainval', 6), DemoSplit('VOC2007', 'test', 3, first_number=101),
+          DemoSplit('VOC2012', 'trainval', 3, id_prefix='2008_'))
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
+@pytest.fixture(scope='module')
+def voc_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('voc_heads') / 'VOCdevkit'
+    write_voc_demo(root, splits=SPLITS, image_size=(96, 128), seed=5)
+    return root
+
+
+def build(voc_root: Path, adapter: str, **task_overrides):
+    cfg = Config.fromfile(str(CONFIGS[adapter]))
+    cfg.task.data_root = str(voc_root) + '/'
+    cfg.task.model.test_cfg.max_per_img = 8
+    # Untrained detectors score low: keep every post-NMS detection as a pseudo-box.
+    cfg.task.model.test_cfg.score_thr = 0.0
+    cfg.task.pseudo_score_thr = 0.0
+    for key, value in task_overrides.items():
+        cfg.task[key] = value
+    return TASKS.build(cfg.task)
+
+
+@pytest.fixture(scope='module', params=sorted(CONFIGS))
+def family(request, voc_root):
+    task = build(voc_root, request.param)
+    return request.param, task, task.build_model(seed=0).eval()
+
+
+def batch(task, ids):
+    return next(task.pool_batches(np.asarray(ids), len(ids)))[1]
+
+
+def saal_scorer():
+    return SCORERS.build(dict(type='SharpnessScorer',
+                              perturbation=dict(type='SAMPerturbation', rho=0.05),
+                              engine=dict(type='ReferenceEngine'),
+                              objective_reduction='sum', score_reduction='sum'))
+
+
+def test_every_registered_adapter_has_a_contract_config():
+    assert set(HEAD_ADAPTERS.module_dict) == set(CONFIGS)
+
+
+def test_the_adapter_is_chosen_from_the_model_config(family):
+    name, task, _ = family
+    assert type(task.adapter).__name__ == name
+
+
+def test_detections_are_the_detector_own_predict_output(family):
+    _, task, model = family
+    inputs = batch(task, [1, 2, 12008000001])
+    dets = task.detections(model, inputs)
+    data = model.data_preprocessor(inputs, False)
+    with torch.no_grad():
+        preds = model.predict(data['inputs'], data['data_samples'], rescale=False)
+    for det, pred in zip(dets, preds):
+        ref = pred.pred_instances
+        assert len(det) == len(ref) == 8
+        assert torch.equal(det.bboxes, ref.bboxes) and torch.equal(det.labels, ref.labels)
+        assert torch.equal(det.scores, ref.scores)
+        # The class distribution kept with a detection gives exactly its score.
+        assert torch.equal(det.probs[torch.arange(len(det)), det.labels], det.scores)
+
+
+def test_weighted_box_losses_add_up_to_mmdet_loss_of_the_image_alone(family):
+    _, task, model = family
+    for sid in (1, 3, 12008000002):
+        inputs = batch(task, [sid])
+        targets = task.pseudo_label(model, inputs)
+        out = task.adapter.forward(model, inputs, with_boxes=False)
+        parts = task.adapter.box_losses(model, out, 0, targets[0])
+        data = model.data_preprocessor(inputs, False)
+        data['data_samples'][0].gt_instances = InstanceData(bboxes=targets[0].bboxes,
+                                                            labels=targets[0].labels)
+        with torch.no_grad():
+            mmdet_loss = sum(model.loss(data['inputs'], data['data_samples'])['loss_cls'])
+        assert len(targets[0]) == 8 and (parts.num_pos > 0).any()
+        assert torch.allclose(parts.image_loss, mmdet_loss, rtol=1e-5)
+        assert torch.allclose((parts.weights * parts.per_box).sum(), mmdet_loss, rtol=1e-5)
+        # Per-box losses are the units SAAL sums: loss_per_unit returns exactly them.
+        units = task.loss_per_unit(model, inputs, task.pseudo_label(model, inputs))[0]
+        assert torch.allclose(units, parts.per_box, rtol=1e-6, atol=1e-7)
+
+
+def test_an_image_units_do_not_depend_on_its_batch(family):
+    _, task, model = family
+    ids = [1, 5, 12008000003]
+    inputs = batch(task, ids)
+    together = task.loss_per_unit(model, inputs, task.pseudo_label(model, inputs))
+    for row, sid in enumerate(ids):
+        alone_inputs = batch(task, [sid])
+        alone = task.loss_per_unit(model, alone_inputs,
+                                   task.pseudo_label(model, alone_inputs))[0]
+        assert torch.allclose(together[row, :alone.numel()], alone, rtol=1e-5, atol=1e-7)
+
+
+def test_scoring_keeps_parameters_and_scores_images_without_objects(family, voc_root):
+    name, task, model = family
+    before = snapshot(model)
+    result = saal_scorer().score(task, model, np.array([2, 4, 12008000001]),
+                                 np.random.default_rng(0))
+    assert bit_identical(model, before)
+    assert (result.scores > 0).all() and len(set(result.scores)) == 3
+    # Nothing above the threshold: no pseudo-box, an exact zero score, still scored.
+    strict = build(voc_root, name, pseudo_score_thr=1.0)
+    empty = saal_scorer().score(strict, model, np.array([2, 4]), np.random.default_rng(0))
+    assert empty.scores.tolist() == [0.0, 0.0]
+    assert bit_identical(model, before)
+
+
+def test_box_entropy_is_bounded_and_badge_embeds_every_image(family):
+    _, task, model = family
+    inputs = batch(task, [1, 2])
+    classes = len(task.class_names())
+    for boxes in task.pseudo_boxes(model, inputs):
+        ent = task.box_entropies(boxes)
+        assert ent.shape == (len(boxes),) and (ent >= 0).all()
+        # Softmax over C + 1 classes, or C independent binary entropies.
+        assert (ent <= max(np.log(classes + 1), classes * np.log(2)) + 1e-6).all()
+    emb = task.gradient_embedding(model, inputs)
+    assert emb.shape[0] == 2 and (emb.abs().sum(dim=1) > 0).all()
+    result = SCORERS.build(dict(type='BoxEntropyScorer')).score(
+        task, model, np.array([1, 2]), np.random.default_rng(0))
+    assert (result.scores > 0).all()
