@@ -1,7 +1,6 @@
 """Your own images: ``root/{train,test}/<class name>/*.png|jpg`` loaded into memory."""
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,14 +10,12 @@ import torch
 from mmengine.logging import print_log
 
 from ...core.errors import ConfigError
+from ...core.image_files import IMAGE_SUFFIXES, file_key, folder_images
 from ...registry import DATASETS
 from .data import ClassificationData, DatasetNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
-
 
 class CorruptImageError(ConfigError):
     """An image file cannot be decoded."""
@@ -55,12 +52,6 @@ def _list_split(root: Path, split: str, classes: list[str] | None) -> tuple[list
     return files, labels, classes
 
 
-def _key(root: Path, path: Path, data: bytes) -> str:
-    """What a file is: relative path, size and a content hash (what its sample id means)."""
-    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-    return f'{path.relative_to(root).as_posix()} {len(data)} {digest}'
-
-
 def _pixels(img: 'Image.Image', mode: str, path: Path) -> np.ndarray:
     """The image as uint8 ``[H, W, C]`` in ``mode``, 16-bit images scaled, not clipped.
 
@@ -93,7 +84,7 @@ def _decode(root: Path, paths: list[Path], mode: str,
                 img.load()  # a truncated file fails here, not later in training
                 arrays.append(_pixels(img, mode, path))
             kept.append(pos)
-            keys.append(_key(root, path, data))
+            keys.append(file_key(root, path, data))
         except CorruptImageError:  # a readable file we cannot use: named already
             if on_corrupt == 'stop':
                 raise
@@ -203,15 +194,7 @@ def UnlabeledImagesData(root: str, like: dict, on_corrupt: str = 'stop') -> Clas
     from ...core.build import build_component
     if on_corrupt not in ('stop', 'skip'):
         raise ConfigError(f"task.dataset.on_corrupt must be 'stop' or 'skip', got {on_corrupt!r}")
-    root_path = Path(root).expanduser().resolve()
-    if not root_path.is_dir():
-        raise DatasetNotFoundError(f'image folder {root_path} does not exist: check --data')
-    files = sorted((p for p in root_path.rglob('*')
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                   key=lambda p: p.relative_to(root_path).as_posix())
-    if not files:
-        raise ConfigError(f'no images ({", ".join(IMAGE_SUFFIXES)}) under {root_path}: check '
-                          '--data')
+    root_path, files = folder_images(root)
     reference: ClassificationData = build_component(DATASETS, like, 'task.dataset.like')
     channels, height, width = reference.train_x.shape[1:]
     mode = 'L' if channels == 1 else 'RGB'
