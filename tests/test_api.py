@@ -14,10 +14,10 @@ from saal_tasks.core.errors import AnnotationError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_example() -> str:
+def readme_example(index: int = 0) -> str:
     text = (ROOT / 'README.md').read_text()
-    section = text[text.index('### Python API'):]
-    return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    section = text[text.index('### Python API'):text.index('### The visual report')]
+    return re.findall(r'```python\n(.*?)```', section, re.S)[index]
 
 
 def test_readme_example_runs_and_equals_a_simulated_run(tmp_path, monkeypatch, capsys):
@@ -44,6 +44,24 @@ def test_readme_example_runs_and_equals_a_simulated_run(tmp_path, monkeypatch, c
         return [{k: v for k, v in json.loads(line).items() if not k.endswith('_s')}
                 for line in (folder / 'metrics.jsonl').read_text().splitlines()]
     assert metrics(tmp_path / 'sim') == metrics(tmp_path / 'work_dirs/api_demo')
+
+    # The query-mode example, on the run's last model and a folder of digit images: the
+    # same picks as tools/query.py with the same arguments.
+    from test_query import _digit_folder, _query_tool
+    _digit_folder(tmp_path / 'my_images', count=12)
+    code = readme_example(1).replace("'configs/", f"'{ROOT}/configs/")
+    exec(compile(code, 'README.md', 'exec'), {})
+    out = capsys.readouterr().out
+    picked = json.loads(re.search(r'picked (\[.*?\])', out).group(1))
+    assert len(picked) == 5 and (tmp_path / 'work_dirs/api_query/report.html').is_file()
+    proc = _query_tool(ROOT / 'configs/cls/saal_cnn_digits.py', '--checkpoint',
+                       tmp_path / 'work_dirs/api_demo/rounds/round_002/model.pth',
+                       '--data', tmp_path / 'my_images', '--budget', 5,
+                       '--cfg-options', 'al.num_rounds=2', 'task.epochs=5',
+                       '--out', tmp_path / 'cli_query')
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / 'cli_query/selected.csv').read_bytes() == \
+        (tmp_path / 'work_dirs/api_query/selected.csv').read_bytes()
 
 
 def test_bad_answers_are_refused_and_a_new_learner_continues(tmp_path):

@@ -19,6 +19,7 @@ pytest.importorskip('mmdet')
 from mmengine.config import Config  # noqa: E402
 
 from saal_tasks.core.errors import AnnotationError, ConfigError  # noqa: E402
+from saal_tasks.core.oracle import QueryPending  # noqa: E402
 from saal_tasks.engine import ActiveLearningLoop  # noqa: E402
 from saal_tasks.tasks.detection.label_files import (QUERY_COCO, from_coco_box,  # noqa: E402
                                                     sample_id_of, to_coco_box)
@@ -221,19 +222,29 @@ def test_export_options_reach_the_task_and_typos_are_refused(pending, tmp_path):
     loop, _, _ = pending
     ids = np.array([1, 2])
     loop.task.latest_model = loop.task.build_model(seed=0)
+    root = loop.oracle.root
+
+    def export(round_idx: int) -> Path:
+        with pytest.raises(QueryPending):
+            loop.oracle.annotate(loop.task, ids, round_idx=round_idx)
+        return loop.oracle.query_dir(round_idx)
+
     try:
+        loop.oracle.root = tmp_path / 'queries'
         loop.oracle.export_options = {'pre_annotations': False}
-        loop.oracle._export(loop.task, ids, None, tmp_path / 'off')
+        off = export(91)
         loop.oracle.export_options = {}
-        loop.oracle._export(loop.task, ids, None, tmp_path / 'on')
+        on_dir = export(92)
         loop.oracle.export_options = {'pre_annotation': False}
         with pytest.raises(ConfigError, match='export_options.pre_annotation is not an option.*'
                                               'valid: pre_annotations'):
-            loop.oracle._export(loop.task, ids, None, tmp_path / 'typo')
+            export(93)
+        assert not loop.oracle.query_dir(93).exists()  # refused before anything is written
     finally:
         loop.oracle.export_options = {}
+        loop.oracle.root = root
         loop.task.latest_model = None
-    assert json.loads((tmp_path / 'off' / QUERY_COCO).read_text())['annotations'] == []
+    assert json.loads((off / QUERY_COCO).read_text())['annotations'] == []
     # Threshold 0 and an untrained SSD: every image has detections.
-    on = json.loads((tmp_path / 'on' / QUERY_COCO).read_text())['annotations']
+    on = json.loads((on_dir / QUERY_COCO).read_text())['annotations']
     assert {a['image_id'] for a in on} == {1, 2} and all(0 <= a['score'] <= 1 for a in on)

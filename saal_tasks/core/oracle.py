@@ -1,6 +1,8 @@
 """The oracle contract: the loop asks, an oracle answers (now, or later from files)."""
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
@@ -13,6 +15,54 @@ from .task import BaseTask
 #: What an oracle returns: sample id -> annotation, or (id, annotation) pairs (which lets the
 #: loop detect an id answered twice).
 Answers = Mapping[int, Any] | Iterable[tuple[int, Any]]
+
+
+#: The listing of an exported query, inside its folder: ``sample_ids`` (and ``units``), the
+#: round when a run made it, and what the task's export added (file names, image size).
+QUERY_LIST = 'query.json'
+#: Keys of the listing that the exporter owns (a task's export cannot replace them).
+LISTING_KEYS = ('round', 'sample_ids', 'units')
+
+
+def query_listing(sample_ids: Sequence[int] | np.ndarray, units: Sequence[np.ndarray] | None,
+                  round_idx: int | None = None) -> dict[str, Any]:
+    """The exporter's part of :data:`QUERY_LIST` (ids, units, round when there is one)."""
+    listing: dict[str, Any] = {} if round_idx is None else {'round': round_idx}
+    listing['sample_ids'] = [int(i) for i in sample_ids]
+    if units is not None:
+        listing['units'] = [np.asarray(u, dtype=np.int64).tolist() for u in units]
+    return listing
+
+
+def export_query_folder(task: BaseTask, listing: dict[str, Any], folder: Path,
+                        units: Sequence[np.ndarray] | None = None,
+                        **options: Any) -> None:
+    """Export a query into ``folder``: the task's files and the :data:`QUERY_LIST` listing.
+
+    The export goes into a fresh sibling folder that is then renamed, so a query folder is
+    complete or absent (an interrupted export is redone, never half-read).
+
+    Args:
+        task: The task (:meth:`~saal_tasks.core.task.AnnotationFiles.export_query`).
+        listing: :func:`query_listing` of the query (not modified).
+        folder: The query folder (replaced).
+        units: Per sample, the flat unit indices to label (partial annotation).
+        **options: Keyword options of the task's ``export_query`` (``predictions``, ...).
+    """
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + '.partial')
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if units is not None:
+        options['units'] = [np.asarray(u, dtype=np.int64) for u in units]
+    added = task.export_query(np.asarray(listing['sample_ids'], dtype=np.int64), staging,
+                              **options)
+    full = dict(listing)
+    if isinstance(added, Mapping):
+        full.update({k: v for k, v in added.items() if k not in LISTING_KEYS})
+    (staging / QUERY_LIST).write_text(json.dumps(full, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
 
 
 class QueryPending(Exception):

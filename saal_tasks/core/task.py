@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .image_files import key_path
 
 
 class AnnotationCodec:
@@ -43,11 +44,14 @@ class AnnotationFiles:
     oracle only.
     """
 
-    def export_query(self, sample_ids: np.ndarray, folder: Path) -> Any:
+    def export_query(self, sample_ids: np.ndarray, folder: Path,
+                     predictions: dict[int, Any] | None = None, **options: Any) -> Any:
         """Write the queried samples into ``folder`` in a format people can label.
 
         Tasks with partial annotation also take ``units`` (per sample, the flat indices of
-        the units to label); extra keyword options come from ``FileOracle(export_options=)``.
+        the units to label); every task takes ``predictions`` (the model's answers from
+        :meth:`QueryData.predict_annotations`, written as pre-annotations where the format
+        has room for them); extra keyword options come from ``FileOracle(export_options=)``.
         A returned dict is added to the query's ``query.json``.
         """
         raise ConfigError(f'{type(self).__name__} cannot export queries for people yet: use '
@@ -57,6 +61,55 @@ class AnnotationFiles:
         """Parse people's answers to an exported query (id -> annotation, or pairs)."""
         raise ConfigError(f'{type(self).__name__} cannot read answer files yet: use '
                           "oracle = dict(type='SimulatedOracle')")
+
+
+class QueryData:
+    """Query mode: the task on data nobody has labeled, and what a query shows of the model.
+
+    The defaults refuse ``--data`` with one line, name no files and predict nothing.
+    """
+
+    @classmethod
+    def query_config(cls, task_cfg: dict, data: str) -> dict:
+        """A copy of ``task_cfg`` whose pool is the unlabeled data at ``data``.
+
+        Consumed at the edge (``tools/query.py --data``): the result builds this task with
+        the pool replaced and nothing else a query does not need (test sets, source data).
+
+        Args:
+            task_cfg: The ``task`` config the model was trained with (not modified).
+            data: What ``--data`` names (a folder of images; for some tasks a file).
+
+        Raises:
+            ConfigError: The task cannot read unlabeled data of that kind.
+        """
+        raise ConfigError(f'--data with {cls.__name__}: this task cannot read unlabeled data '
+                          "yet; leave --data out to query the config's own pool")
+
+    def sample_files(self, sample_ids: np.ndarray) -> dict[int, str]:
+        """The original file of each sample (query listings), ``{}`` when they are not files.
+
+        The default reads :meth:`BaseTask.sample_keys` (relative paths of a folder pool).
+        """
+        keys = self.sample_keys() or {}  # type: ignore[attr-defined]
+        return {int(i): key_path(keys[int(i)]) for i in sample_ids if int(i) in keys}
+
+    def predict_annotations(self, model: nn.Module, sample_ids: np.ndarray,
+                            units: list[np.ndarray] | None = None) -> dict[int, Any]:
+        """The model's own answer to a query, in the task's annotation format.
+
+        Exports carry it as pre-annotations and reports draw it (boxes, the classes of the
+        queried pixels); people correct it instead of starting from nothing.
+
+        Args:
+            model: The model that chose the query.
+            sample_ids: The queried samples, ``[K]``.
+            units: Per sample, the flat unit indices asked for (partial annotation).
+
+        Returns:
+            Per id, an annotation (detection boxes may carry a ``score``); ``{}`` by default.
+        """
+        return {}
 
 
 class PartialAnnotations:
@@ -142,14 +195,14 @@ class SamplePictures:
         return None
 
 
-class BaseTask(AnnotationCodec, AnnotationFiles, PartialAnnotations, StrategyInputs,
-               SamplePictures, ABC):
+class BaseTask(AnnotationCodec, AnnotationFiles, QueryData, PartialAnnotations,
+               StrategyInputs, SamplePictures, ABC):
     """A task adapter: data keyed by stable ids, a model, training, evaluation, unit losses.
 
     The contract in groups: this class holds what every task implements (data, model,
     scoring protocol); the bases hold the optional capabilities with their defaults
-    (:class:`AnnotationCodec`, :class:`AnnotationFiles`, :class:`PartialAnnotations`,
-    :class:`StrategyInputs`).
+    (:class:`AnnotationCodec`, :class:`AnnotationFiles`, :class:`QueryData`,
+    :class:`PartialAnnotations`, :class:`StrategyInputs`, :class:`SamplePictures`).
 
     Subclasses implement the abstract methods. Conventions every implementation must keep:
 

@@ -146,8 +146,13 @@ def learning_curve(records: Sequence[dict[str, Any]], title: str) -> str | None:
 
 
 def gallery(task: BaseTask | None, ids: np.ndarray, scores: np.ndarray,
-            answers: dict[int, Any] | None, sources: dict[int, str] | None = None) -> str:
-    """Figures of the picks: picture (when the task has one), rank, id, score, answer."""
+            answers: dict[int, Any] | None, sources: dict[int, str] | None = None,
+            answer_word: str = 'label') -> str:
+    """Figures of the picks: picture (when the task has one), rank, id, score, answer.
+
+    ``answers`` are drawn on the pictures and their classes captioned after
+    ``answer_word`` (``'predicted'`` for a query's model answers).
+    """
     shown = np.asarray(ids[:GALLERY_LIMIT], dtype=np.int64)
     pictures = task.preview(shown, answers) if task is not None and len(shown) else None
     names = task.class_names() if task is not None else None
@@ -157,7 +162,7 @@ def gallery(task: BaseTask | None, ids: np.ndarray, scores: np.ndarray,
         if answers and int(sid) in answers and task is not None:
             classes = task.annotation_classes(answers[int(sid)])
             if classes:
-                lines.append('label ' + ', '.join(names[c] if names and c < len(names)
+                lines.append(f'{answer_word} ' + ', '.join(names[c] if names and c < len(names)
                                                   else str(c) for c in classes[:4]))
         if sources and int(sid) in sources:
             lines.append(sources[int(sid)])
@@ -256,11 +261,17 @@ def run_report(work_dir: str | Path, task: BaseTask | None, records: Sequence[di
 
 def query_report(out_dir: str | Path, task: BaseTask | None, candidates: np.ndarray,
                  scores: np.ndarray, picked: np.ndarray, picked_scores: np.ndarray,
-                 sources: dict[int, str] | None, title: str) -> Path:
-    """Write ``out_dir/report.html`` for a query-mode folder: histogram and gallery."""
-    body = (f'<p>{len(picked)} picked of {len(candidates)} scored.</p><div class="figs">'
+                 sources: dict[int, str] | None, title: str,
+                 predictions: dict[int, Any] | None = None,
+                 num_units: int | None = None) -> Path:
+    """Write ``out_dir/report.html`` for a query-mode folder: histogram and gallery, the
+    model's ``predictions`` drawn on the picks (boxes, the queried pixels' classes), and
+    ``num_units`` (units to label in all, unit selectors)."""
+    units = '' if num_units is None else f' ({num_units} units to label)'
+    body = (f'<p>{len(picked)} picked of {len(candidates)} scored{units}.</p>'
+            '<div class="figs">'
             f'<img alt="scores" src="{score_histogram(scores, picked_scores, "scores")}">'
-            f'</div>{gallery(task, picked, picked_scores, None, sources)}')
+            f'</div>{gallery(task, picked, picked_scores, predictions, sources, "predicted")}')
     path = Path(out_dir) / 'report.html'
     atomic_write(path, lambda f: f.write(_page(title, body).encode()))
     return path

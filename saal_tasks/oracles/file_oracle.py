@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,13 +11,11 @@ from mmengine.dist import barrier, is_main_process
 
 from ..core.errors import AnnotationError, ConfigError, naming_file
 from ..core.io import atomic_write
-from ..core.oracle import Answers, BaseOracle, QueryPending, validate_answers
+from ..core.oracle import (QUERY_LIST, Answers, BaseOracle, QueryPending, export_query_folder,
+                           query_listing, validate_answers)
 from ..core.task import BaseTask
 from ..registry import ORACLES
 
-QUERY_LIST = 'query.json'
-#: Keys of ``query.json`` that the oracle owns (a task's export cannot replace them).
-_OWN_KEYS = ('round', 'sample_ids', 'units')
 
 
 def restrict_answers(task: BaseTask, answers: Answers, sample_ids: Sequence[int],
@@ -141,37 +138,23 @@ class FileOracle(BaseOracle):
             except (AnnotationError, ValueError) as err:
                 raise naming_file(answers, err) from None
             return read if units is None else restrict_answers(task, read, ids, units)
-        listing: dict[str, Any] = {'round': round_idx, 'sample_ids': ids}
-        if units is not None:
-            listing['units'] = [np.asarray(u, dtype=np.int64).tolist() for u in units]
-        listed = folder / QUERY_LIST
-        if is_main_process() and not self._exported(listed, listing):
-            # Export into a fresh folder, then rename: a query folder is complete or absent.
-            staging = folder.with_name(folder.name + '.partial')
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            added = self._export(task, np.asarray(ids, dtype=np.int64), units, staging)
-            if isinstance(added, Mapping):
-                listing.update({k: v for k, v in added.items() if k not in _OWN_KEYS})
-            (staging / QUERY_LIST).write_text(json.dumps(listing, indent=2))
-            shutil.rmtree(folder, ignore_errors=True)
-            staging.rename(folder)
+        listing = query_listing(ids, units, round_idx)
+        if is_main_process() and not self._exported(folder / QUERY_LIST, listing):
+            export_query_folder(task, listing, folder, units, **self._export_options(task))
         barrier()  # the export is complete before any rank stops
         raise QueryPending(round_idx, folder, len(ids))
 
-    def _export(self, task: BaseTask, ids: np.ndarray, units: Sequence[np.ndarray] | None,
-                folder: Path) -> Any:
+    def _export_options(self, task: BaseTask) -> dict[str, Any]:
+        """``export_options``, checked against the task's ``export_query``."""
         options = dict(self.export_options)
         valid = [name for name in inspect.signature(task.export_query).parameters
-                 if name not in ('sample_ids', 'folder', 'units')]
+                 if name not in ('sample_ids', 'folder', 'units', 'predictions')]
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ConfigError(f'oracle.export_options.{unknown[0]} is not an option of '
                               f'{type(task).__name__}.export_query; valid: '
                               f"{', '.join(valid) or '(none)'}")
-        if units is not None:
-            options['units'] = [np.asarray(u, dtype=np.int64) for u in units]
-        return task.export_query(ids, folder, **options)
+        return options
 
     @staticmethod
     def _exported(listed: Path, listing: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ...core.errors import AnnotationError, ConfigError
 from ...core.build import build_component
 from ...core.dist import rank_and_world
-from ...core.task import BaseTask
+from ...core.task import BaseTask, batched_eval
 from ...core.scorer import format_seconds
 from ...registry import DATASETS, MODELS, OPTIMIZERS, TASKS, TRAIN_EXTENSIONS
 from .data import ClassificationData, network_inputs, rows_of
@@ -283,10 +283,31 @@ class ClassificationTask(BaseTask):
         return list(self.data.class_names)
 
     # ------------------------------------------------------------------ label files
-    def export_query(self, sample_ids: np.ndarray, folder: Path) -> None:
-        """Write the queried images as PNGs and ``query.csv`` (see ``label_files``)."""
+    def export_query(self, sample_ids: np.ndarray, folder: Path,
+                     predictions: dict[int, Any] | None = None) -> None:
+        """Write the queried images as PNGs and ``query.csv`` (see ``label_files``).
+
+        ``predictions`` are not written: a pre-filled label column would be taken as an
+        answer. Reports show them beside each picture.
+        """
         rows = rows_of(self._ids, sample_ids, self.data.name)
         export_images(self.data.train_x[rows], sample_ids, self.data.max_value, folder)
+
+    # ------------------------------------------------------------------ query mode
+    @classmethod
+    def query_config(cls, task_cfg: dict, data: str) -> dict:
+        """The pool becomes the images under ``data`` (:func:`UnlabeledImagesData`), prepared
+        like the dataset the model was trained on."""
+        out = dict(task_cfg)
+        out['dataset'] = dict(type='UnlabeledImagesData', root=data, like=task_cfg['dataset'])
+        return out
+
+    def predict_annotations(self, model: nn.Module, sample_ids: np.ndarray,
+                            units: list[np.ndarray] | None = None) -> dict[int, int]:
+        """The model's class of each image (its pseudo-label)."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        logits = batched_eval(self, model, ids, 256, self.predict_logits)
+        return {int(i): int(c) for i, c in zip(ids, logits.argmax(axis=1))}
 
     def read_answers(self, path: Path) -> list[tuple[int, int]]:
         """``(sample_id, class)`` pairs from a CSV or JSON answers file."""

@@ -42,8 +42,14 @@ def draw_boxes(pool: ImagePool, sample_ids: np.ndarray,
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         boxes = annotations.get(int(sid)) or []
         sample = DetDataSample()
+        height, width = image.shape[:2]
+        bboxes = torch.tensor([b['bbox'] for b in boxes], dtype=torch.float32).reshape(-1, 4)
+        # A box may end on the image border (x2 == width); the visualiser warns on any
+        # coordinate past the last pixel, so drawing clamps to it.
+        bboxes[:, 0::2] = bboxes[:, 0::2].clamp(0, width - 1)
+        bboxes[:, 1::2] = bboxes[:, 1::2].clamp(0, height - 1)
         sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([b['bbox'] for b in boxes], dtype=torch.float32).reshape(-1, 4),
+            bboxes=bboxes,
             labels=torch.tensor([int(b['bbox_label']) for b in boxes], dtype=torch.long))
         visualizer.add_datasample('report', image, sample, draw_pred=False)
         pictures.append(visualizer.get_image())

@@ -51,6 +51,7 @@ from ...compat.mmengine_runtime import (isolated_runner_globals, load_checkpoint
 # .heads makes mmcv.ops importable before anything imports mmdet.
 from .heads import LevelProjections, build_head_adapter, select_pseudo_boxes
 from .data import ImagePool, LabeledSubset, flatten_dataset_cfg, labeled_loader_cfg, loader_cfg
+from .folder_data import query_pool_cfg
 from .label_files import export_coco_query, predicted_boxes, read_coco_answers
 from .pictures import draw_boxes
 from .voc_files import ImageSetReport, check_policies, check_voc_image_set
@@ -115,6 +116,8 @@ def _resolve_ann_files(evaluator_cfg: dict | list, data_root: str) -> dict | lis
 
 def _check_files(leaf_cfg: dict, field: str) -> None:
     """One clear line when a dataset's image-set or annotation file is missing."""
+    if leaf_cfg.get('type') == 'ImageFolderDetDataset':
+        return  # the dataset lists its folder and names a missing one itself
     path = osp.join(leaf_cfg.get('data_root') or '', leaf_cfg['ann_file'])
     if not osp.isfile(path) and leaf_cfg.get('type') == 'CocoDataset':
         raise FileNotFoundError(
@@ -205,7 +208,8 @@ def _param_versions(model: nn.Module) -> tuple[int, ...]:
 class DetectionTask(BaseTask):
     """Detection with mmdet 3 detectors that have a head adapter: box-sum SAAL units.
 
-    The pool is VOC-layout data; the units of an image are its pseudo-boxes (see
+    The pool is VOC- or COCO-format data (or, in query mode, a folder of images); the units
+    of an image are its pseudo-boxes (see
     :meth:`pseudo_label`).
 
     The mmdet arguments take the values of mmdet's config keys of the same name (the configs
@@ -216,7 +220,9 @@ class DetectionTask(BaseTask):
         train_dataloader: mmdet train dataloader config; its ``dataset`` defines the pool
             and the training pipeline (wrappers are flattened; see :mod:`.data`).
         test_dataloader: Evaluation dataloader config (VOC2007 test in the paper).
-        test_evaluator: Evaluator config (``VOCMetric``).
+        test_evaluator: Evaluator config (``VOCMetric``, ``CocoMetric``); ``None`` for a task
+            that only scores and queries (query mode): the test set is then not read, only
+            its pipeline prepares pool images.
         optim_wrapper: Optimizer wrapper config.
         train_cfg: Training loop config (``EpochBasedTrainLoop``; epochs per round).
         param_scheduler: Learning-rate schedule configs.
@@ -256,7 +262,7 @@ class DetectionTask(BaseTask):
     latest_model: nn.Module | None = None
 
     def __init__(self, model: dict, train_dataloader: dict, test_dataloader: dict,
-                 test_evaluator: dict | list, optim_wrapper: dict, train_cfg: dict,
+                 test_evaluator: dict | list | None, optim_wrapper: dict, train_cfg: dict,
                  param_scheduler: dict | list | None = None,
                  default_hooks: dict | None = None, custom_hooks: list | None = None,
                  data_root: str | None = None, pseudo_score_thr: float = 0.5,
@@ -310,14 +316,18 @@ class DetectionTask(BaseTask):
         self._filters_empty = [keep_empty_images(leaf) for leaf in leaves]
         for leaf in leaves:
             _check_files(leaf, 'task.train_dataloader.dataset')
-        for leaf in flatten_dataset_cfg(self.test_loader_cfg['dataset']):
+        # Without an evaluator (a task that only queries) the test set is not read: only its
+        # pipeline is used, to prepare pool images for scoring.
+        test_leaves = ([] if test_evaluator is None
+                       else flatten_dataset_cfg(self.test_loader_cfg['dataset']))
+        for leaf in test_leaves:
             _check_files(leaf, 'task.test_dataloader.dataset')
-        self.test_evaluator_cfg = _resolve_ann_files(
-            self.test_evaluator_cfg,
-            flatten_dataset_cfg(self.test_loader_cfg['dataset'])[0].get('data_root') or '')
+        if test_evaluator is not None:
+            self.test_evaluator_cfg = _resolve_ann_files(
+                self.test_evaluator_cfg, test_leaves[0].get('data_root') or '')
         _check_pretrained(self.model_cfg)
         with DefaultScope.overwrite_default_scope('mmdet'):
-            for leaf in flatten_dataset_cfg(self.test_loader_cfg['dataset']):
+            for leaf in test_leaves:
                 _build_checked(leaf, 'task.test_dataloader.dataset', on_unknown_class, 'stop',
                                pool=False)
             built = [_build_checked(leaf, 'task.train_dataloader.dataset', on_unknown_class,
@@ -337,6 +347,18 @@ class DetectionTask(BaseTask):
     # ------------------------------------------------------------------ data
     def sample_ids(self) -> np.ndarray:
         return self.pool.sample_ids()
+
+    def sample_keys(self) -> dict[int, str] | None:
+        """Each image's file key where the pool is a folder (ids are positions in it);
+        ``None`` for VOC and COCO pools, whose ids are the datasets' own image ids."""
+        keys = {int(i): self.pool.data_info(int(i)).get('file_key') for i in self.sample_ids()}
+        return keys if all(keys.values()) else None
+
+    def sample_files(self, sample_ids: np.ndarray) -> dict[int, str]:
+        """Paths relative to the folder of a folder pool, else the images' own paths."""
+        if self.sample_keys():
+            return super().sample_files(sample_ids)
+        return {int(i): str(self.pool.data_info(int(i))['img_path']) for i in sample_ids}
 
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, Any]:
         return {int(i): self.pool.ground_truth(int(i)) for i in sample_ids}
@@ -396,21 +418,44 @@ class DetectionTask(BaseTask):
         return list(self.pool.classes)
 
     def export_query(self, sample_ids: np.ndarray, folder: Path,
-                     pre_annotations: bool = True) -> None:
+                     pre_annotations: bool = True,
+                     predictions: dict[int, list[dict]] | None = None) -> None:
         """Write the queried images and ``query_coco.json`` (see ``label_files``).
 
         Args:
             sample_ids: Queried images, shape ``[K]``.
             folder: The query folder.
-            pre_annotations: Add :attr:`latest_model`'s pseudo-boxes (with ``score``) as
-                COCO annotations; none when no model was trained yet.
+            pre_annotations: Add pseudo-boxes (with ``score``) as COCO annotations:
+                ``predictions`` when given, else :attr:`latest_model`'s; none when no model
+                was trained yet.
+            predictions: Boxes per image from :meth:`predict_annotations` (query mode).
         """
         ids = np.asarray(sample_ids, dtype=np.int64)
         boxes = None
-        if pre_annotations and self.latest_model is not None:
+        if pre_annotations and predictions is not None:
+            boxes = predictions
+        elif pre_annotations and self.latest_model is not None:
             boxes = predicted_boxes(self, self.latest_model, ids)
         export_coco_query([self.pool.data_info(int(i)) for i in ids], ids, self.pool.classes,
                           Path(folder), boxes)
+
+    # ------------------------------------------------------------------ query mode
+    @classmethod
+    def query_config(cls, task_cfg: dict, data: str) -> dict:
+        """The pool becomes ``data`` (a folder of images or a COCO file; see
+        :mod:`.folder_data`) with the first pool dataset's pipeline and classes; no test set
+        is read (``test_evaluator=None``)."""
+        out = copy.deepcopy(dict(task_cfg))
+        leaf = flatten_dataset_cfg(out['train_dataloader']['dataset'])[0]
+        out['train_dataloader']['dataset'] = query_pool_cfg(leaf, data)
+        out['test_evaluator'] = None
+        out['data_root'] = None  # it pointed at the training data
+        return out
+
+    def predict_annotations(self, model: nn.Module, sample_ids: np.ndarray,
+                            units: list[np.ndarray] | None = None) -> dict[int, list[dict]]:
+        """The pseudo-boxes SAAL scored, in image pixels (``label_files.predicted_boxes``)."""
+        return predicted_boxes(self, model, np.asarray(sample_ids, dtype=np.int64))
 
     def read_answers(self, path: Path) -> list[tuple[int, list[dict]]]:
         """Read a COCO file of answers (tools' exports; see ``label_files``)."""
@@ -500,6 +545,10 @@ class DetectionTask(BaseTask):
         return model
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.test_evaluator_cfg is None:
+            raise ConfigError('task.test_evaluator is None: this detection task only scores '
+                              'and queries; configure test_dataloader and test_evaluator to '
+                              'evaluate')
         # Each DataLoader iteration draws its base seed from torch's global RNG.
         with DefaultScope.overwrite_default_scope('mmdet'), preserved_global_rng():
             if self._test_loader is None:

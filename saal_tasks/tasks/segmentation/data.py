@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from saal_tasks.core.errors import ConfigError
+from saal_tasks.core.image_files import file_key, folder_images
 from saal_tasks.compat.mmcv_ops import ensure_mmcv_ops
 
 from .annotations import PixelLabels
@@ -35,13 +36,14 @@ from mmseg.datasets import BaseSegDataset, CityscapesDataset  # noqa: E402
 from mmseg.registry import DATASETS  # noqa: E402
 
 __all__ = [
-    'Cityscapes16Dataset', 'DATASET_KINDS', 'DEMO_HINT', 'ImageSet', 'MEAN', 'STD',
+    'Cityscapes16Dataset', 'DATASET_KINDS', 'DEMO_HINT', 'ImageFolderSegDataset', 'ImageSet',
+    'MEAN', 'STD',
     'SynthiaDataset', 'build_seg_dataset', 'check_layout', 'cityscapes_prefix', 'load_batch',
     'check_label_files', 'read_sample', 'sample_names', 'to_tensor'
 ]
 
-#: Values of ``kind`` in :func:`check_layout` and :func:`build_seg_dataset`.
-DATASET_KINDS = ('synthia', 'cityscapes')
+#: Values of ``kind`` in :func:`build_seg_dataset` (``'folder'``: images without labels).
+DATASET_KINDS = ('synthia', 'cityscapes', 'folder')
 #: How to get data when there is none (named in errors).
 DEMO_HINT = ('for a small generated stand-in in the same layout run `make demo-seg` '
              '(python tools/make_seg_demo.py, data in data/seg_demo/)')
@@ -93,6 +95,21 @@ class Cityscapes16Dataset(CityscapesDataset):
             data_prefix = cityscapes_prefix('train')
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          data_prefix=data_prefix, **kwargs)
+
+
+@DATASETS.register_module()
+class ImageFolderSegDataset(BaseSegDataset):
+    """Every image under ``data_root`` (any depth, sorted by relative path) without a label:
+    the unlabeled target images of query mode. Image ``k`` of the list is sample ``k``; its
+    record holds ``file_key`` (relative path, size, content hash) and no ``seg_map_path``."""
+
+    METAINFO = _METAINFO16
+
+    def load_data_list(self) -> list[dict]:
+        root, files = folder_images(self.data_root)
+        return [dict(img_path=str(path), seg_map_path=None, label_map=None,
+                     reduce_zero_label=False, seg_fields=[],
+                     file_key=file_key(root, path, path.read_bytes())) for path in files]
 
 
 def cityscapes_prefix(split: str) -> dict:
@@ -178,7 +195,7 @@ def check_layout(kind: str, data_root: str | Path, split: str | None = None) -> 
             label_glob=f'{label_dir}/*/*{CITYSCAPES_LABEL_SUFFIX}',
             raw_glob=f'{label_dir}/*/*{CITYSCAPES_RAW_SUFFIX}',
             convert=f'{CONVERT_COMMAND} cityscapes {root} --split {split}')
-    else:
+    elif kind != 'folder':  # a folder of images has no layout; its dataset checks it
         raise ConfigError(f'unknown segmentation dataset kind {kind!r}: choose from '
                           f'{DATASET_KINDS}')
 
@@ -188,21 +205,25 @@ def build_seg_dataset(kind: str, data_root: str | Path, split: str | None = None
     """Build one checked dataset without a pipeline (for pools and direct reading).
 
     Args:
-        kind: ``'synthia'`` or ``'cityscapes'``.
+        kind: ``'synthia'``, ``'cityscapes'`` or ``'folder'`` (images only,
+            :class:`ImageFolderSegDataset`).
         data_root: The dataset folder.
         split: Cityscapes split; for SYNTHIA None or ``'train'`` (see :func:`check_layout`).
         **kwargs: Passed on to the dataset class (e.g. ``pipeline``, ``indices``).
 
     Returns:
-        A :class:`SynthiaDataset` or :class:`Cityscapes16Dataset`, samples sorted by path.
+        A :class:`SynthiaDataset`, :class:`Cityscapes16Dataset` or
+        :class:`ImageFolderSegDataset`, samples sorted by path.
 
     Raises:
         ConfigError: The folder is incomplete (see :func:`check_layout`).
     """
-    check_layout(kind, data_root, split)
     kwargs.setdefault('pipeline', [])
     # Plain lists: pools index the data infos directly and nothing is shared across workers.
     kwargs.setdefault('serialize_data', False)
+    if kind == 'folder':
+        return ImageFolderSegDataset(data_root=str(data_root), **kwargs)
+    check_layout(kind, data_root, split)
     if kind == 'synthia':
         return SynthiaDataset(data_root=str(data_root), **kwargs)
     return Cityscapes16Dataset(data_root=str(data_root), data_prefix=cityscapes_prefix(split),
@@ -262,7 +283,8 @@ def read_sample(dataset: BaseSegDataset, index: int) -> tuple[np.ndarray, np.nda
 
     Returns:
         ``(image, label)``: image uint8 ``[H, W, 3]`` in RGB order; label uint8 ``[H, W]``
-        (train ids, 255 = ignore; the dataset's ``label_map`` applied when it has one).
+        (train ids, 255 = ignore; the dataset's ``label_map`` applied when it has one; all
+        255 for a sample without a label file).
 
     Raises:
         FileNotFoundError: An image or label file cannot be read.
@@ -277,6 +299,8 @@ def read_sample(dataset: BaseSegDataset, index: int) -> tuple[np.ndarray, np.nda
     if image is None:
         raise FileNotFoundError(f'cannot read image {info["img_path"]}: check the dataset folder')
     path = info['seg_map_path']
+    if path is None:  # an unlabeled image (query mode): every pixel unknown
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), np.full(image.shape[:2], 255, np.uint8)
     label = _read_label(path)
     if label is None:
         raise FileNotFoundError(f'cannot read label {path}: check the dataset '
@@ -365,7 +389,8 @@ class ImageSet:
     """Images and train-id labels of one dataset split, resized to one size.
 
     Args:
-        dataset: Dataset config ``dict(kind=..., data_root=..., split=...)``.
+        dataset: Dataset config ``dict(kind=..., data_root=..., split=...)``; ``kind='folder'``
+            reads images without labels (query mode).
         size: ``(height, width)`` the images (bilinear) and labels (nearest) are resized to.
         cache: Keep decoded, resized samples in memory (small data); otherwise read the files
             on every access.
@@ -384,8 +409,11 @@ class ImageSet:
                                          self.spec.get('split'))
         self.size = (int(size[0]), int(size[1]))
         self.length = len(self.dataset) if limit is None else min(limit, len(self.dataset))
-        # Headers only: a label of another size than its image would be stretched silently.
-        check_label_files(self.dataset, self.length)
+        #: Whether the samples have label files (a ``'folder'`` set has none).
+        self.labeled = self.spec['kind'] != 'folder'
+        if self.labeled:
+            # Headers only: a label of another size than its image would be stretched silently.
+            check_label_files(self.dataset, self.length)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._eval_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}

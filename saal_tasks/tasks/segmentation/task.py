@@ -43,9 +43,12 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
     """Active domain adaptation for semantic segmentation (source -> target).
 
     Args:
-        source: Source dataset ``dict(kind='synthia', data_root=...)`` (fully labeled).
-        target: Target pool ``dict(kind='cityscapes', data_root=..., split='train')``.
-        val: Target evaluation set ``dict(kind='cityscapes', data_root=..., split='val')``.
+        source: Source dataset ``dict(kind='synthia', data_root=...)`` (fully labeled);
+            ``None`` for a task that only scores and queries (no training).
+        target: Target pool ``dict(kind='cityscapes', data_root=..., split='train')``, or
+            ``dict(kind='folder', data_root=...)`` for unlabeled images (query mode).
+        val: Target evaluation set ``dict(kind='cityscapes', data_root=..., split='val')``;
+            ``None`` for a task that does not evaluate.
         model: ``dict(arch='tiny' | 'deeplab_v2' | 'deeplab_v3plus', backbone_weights=...)``
             or a full mmseg segmentor config (with ``type``).
         source_size: ``(H, W)`` source images are resized to (RIPU: 760 x 1280).
@@ -78,7 +81,7 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
     partial_annotations = True
     needs_initial_labels = False
 
-    def __init__(self, source: dict, target: dict, val: dict, model: dict,
+    def __init__(self, source: dict | None, target: dict, val: dict | None, model: dict,
                  source_size: tuple[int, int] = (760, 1280),
                  target_size: tuple[int, int] = (640, 1280), batch_size: int = 2,
                  target_batch_size: int = 2, lr: float = 2.5e-4, head_lr_mult: float = 10.0,
@@ -96,9 +99,11 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         if not lr > 0:
             raise ConfigError(f'task.lr must be > 0, got {lr!r}')
         self.model_cfg = model_config(model, num_classes=len(CLASSES16))
-        self.source = ImageSet(source, source_size, cache_images)
+        # A task that only queries (query mode) reads neither source nor val.
+        self.source = None if source is None else ImageSet(source, source_size, cache_images)
         self.target = ImageSet(target, target_size, cache_images)
-        self.val = ImageSet(val, target_size, cache_images, limit=val_limit)
+        self.val = (None if val is None
+                    else ImageSet(val, target_size, cache_images, limit=val_limit))
         self.num_classes = len(CLASSES16)
         self.trainer = SourceTargetTrainer(
             batch_size=batch_size, target_batch_size=target_batch_size, lr=lr,
@@ -115,8 +120,26 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
     def sample_ids(self) -> np.ndarray:
         return np.arange(len(self.target), dtype=np.int64)
 
+    def sample_keys(self) -> dict[int, str] | None:
+        """Each image's file key for a folder pool (ids are positions in it); ``None`` for
+        Cityscapes, whose sorted file names are fixed."""
+        if self.target.labeled:
+            return None
+        return {int(i): self.target.dataset.get_data_info(int(i))['file_key']
+                for i in self.sample_ids()}
+
+    def sample_files(self, sample_ids: np.ndarray) -> dict[int, str]:
+        """Paths relative to the folder of a folder pool, else the images' own paths."""
+        if self.sample_keys():
+            return super().sample_files(sample_ids)
+        return {int(i): str(self.target.dataset.get_data_info(int(i))['img_path'])
+                for i in sample_ids}
+
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, np.ndarray]:
         """Full train-id label maps ``[H, W]`` (uint8) at the target resolution."""
+        if not self.target.labeled:
+            raise ConfigError('the target images have no labels: they can be queried '
+                              '(tools/query.py), not used with a simulated oracle')
         return {int(i): self.target.get(int(i))[1] for i in sample_ids}
 
     def validate_annotations(self, annotations: dict[int, Any]) -> None:
@@ -132,13 +155,16 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             self.labels.add(int(sample_id), annotation)
 
     def export_query(self, sample_ids: np.ndarray, folder: Path,
-                     units: Sequence[np.ndarray] | None = None) -> dict:
+                     units: Sequence[np.ndarray] | None = None,
+                     predictions: dict[int, Any] | None = None) -> dict:
         """Write each queried image and a mask of its pixels to label (see ``label_files``).
 
         Args:
             sample_ids: Queried target images, shape ``[K]``.
             folder: The query folder.
             units: Per image, flat pixel indices (at the target resolution) to label.
+            predictions: Not written (the label format has no room for a guess); reports
+                draw them.
 
         Returns:
             The image size and file names, for the query list.
@@ -151,6 +177,35 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             [self.target.get(int(i))[0] for i in ids], ids, units, Path(folder),
             [os.path.basename(self.target.dataset.get_data_info(int(i))['img_path'])
              for i in ids])
+
+    # ------------------------------------------------------------------ query mode
+    @classmethod
+    def query_config(cls, task_cfg: dict, data: str) -> dict:
+        """The target pool becomes the images under ``data`` (``kind='folder'``, resized to
+        ``target_size`` like the training targets); source and val are not read."""
+        return {**dict(task_cfg), 'target': dict(kind='folder', data_root=data),
+                'source': None, 'val': None}
+
+    def predict_annotations(self, model: nn.Module, sample_ids: np.ndarray,
+                            units: list[np.ndarray] | None = None) -> dict[int, Any]:
+        """The model's class of each queried pixel: ``{'units': [U], 'labels': [U]}``."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        if units is None:
+            return {}
+        was_training = model.training
+        model.eval()
+        found: dict[int, Any] = {}
+        try:
+            with torch.no_grad():
+                for k, sid in enumerate(ids):
+                    classes = self.pseudo_label(model, to_tensor([self.target.get(int(sid))[0]]))
+                    pixels = np.asarray(units[k], dtype=np.int64)
+                    found[int(sid)] = {'units': pixels,
+                                       'labels': classes[0].reshape(-1)[pixels].numpy()
+                                       .astype(np.int64)}
+        finally:
+            model.train(was_training)
+        return found
 
     def read_answers(self, path: Path) -> list[tuple[int, np.ndarray]]:
         """Full label maps ``[H, W]`` from a zip of label PNGs; the oracle keeps only the
@@ -195,6 +250,9 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         ``labeled_ids`` is not read: target batches come from the whole pool, with the
         revealed pixels of :attr:`labels` as their labels.
         """
+        if self.source is None:
+            raise ConfigError('task.source is None: this segmentation task only scores and '
+                              'queries; configure a source dataset to train')
         return self.trainer.run(model, self.source, self.target, self.labels, seed, start,
                                 stop, total, optim_state)
 
@@ -204,6 +262,9 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         Predictions are made at the target resolution and upsampled to each label's own
         resolution (Cityscapes is scored at 2048 x 1024, as in RIPU).
         """
+        if self.val is None:
+            raise ConfigError('task.val is None: this segmentation task only scores and '
+                              'queries; configure a val dataset to evaluate')
         meter = SegmentationMeter(num_classes=self.num_classes)
         was_training = model.training
         model.eval()
