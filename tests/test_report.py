@@ -167,3 +167,9 @@ def test_segmentation_pictures_colour_exactly_the_revealed_pixels(tmp_path):
     assert set(np.flatnonzero(changed)) <= set(units.tolist())   # nothing else is touched
     assert changed[units].mean() > 0.9                            # the revealed ones are
     np.testing.assert_array_equal(task.preview(np.array([1]))[0], image)
+    # The classes of the answer, most pixels first, each once (captions and class mix).
+    labels = answer['labels'].astype(np.int64)
+    counts = np.bincount(labels, minlength=16)
+    expected = sorted(set(labels.tolist()), key=lambda c: (-counts[c], c))
+    assert task.annotation_classes(answer) == expected
+    assert task.annotation_classes({'units': [0, 1, 2], 'labels': [255, 3, 3]}) == [3]

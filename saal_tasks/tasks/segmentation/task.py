@@ -30,7 +30,7 @@ from ...core.task import BaseTask
 from ...registry import TASKS
 from .annotations import PixelAnnotationFormat, PixelLabels
 from .pictures import draw_revealed
-from .classes import CLASSES16
+from .classes import CLASSES16, IGNORE_INDEX
 from .data import ImageSet, to_tensor
 from .label_files import export_region_query, read_label_zip
 from .metrics import SegmentationMeter
@@ -220,6 +220,14 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         """Each target image (RGB, the target size) with its revealed pixels coloured by
         class, drawn by mmseg's ``SegLocalVisualizer``."""
         return draw_revealed(self.target, sample_ids, annotations or {})
+
+    def annotation_classes(self, annotation: Any) -> list[int]:
+        """The classes of the revealed (or predicted) pixels, most pixels first, each once:
+        a query's class mix counts the images each class was labeled in."""
+        labels = np.asarray(annotation['labels'], dtype=np.int64)
+        counts = np.bincount(labels[labels != IGNORE_INDEX], minlength=self.num_classes)
+        present = np.flatnonzero(counts)
+        return [int(c) for c in present[np.argsort(-counts[present], kind='stable')]]
 
     def class_names(self) -> list[str]:
         return list(CLASSES16)
