@@ -4,12 +4,15 @@ For each model (``--models``, default tiny and DeepLab-v2) the segmentation demo
 at ``--size`` (the generated 64x128 demo images are resized, which is all timing needs), and
 ``--images`` target images are timed with:
 
-* inference: one forward pass per image (``segment_logits`` under ``no_grad``, eval mode),
+* inference: one forward pass per image at the input size (``segment_logits`` under
+  ``no_grad``, eval mode; no upsampling),
 * RI-SAAL: ``RegionImpurityScorer`` over exact per-image SAAL (``SharpnessScorer`` with the
   ``ReferenceEngine``): pseudo-label, image-mean loss gradient, perturbed per-pixel loss,
   region impurity and the product,
 * RIPU: ``RegionImpurityScorer`` over ``PixelEntropyScorer`` (the baseline's cost).
 
+A third field of ``--models`` (``deeplab_v2:320x640:512x1024``) sets ``task.unit_size``: the
+scorers then upsample the logits to it before scoring (RIPU's label-resolution selection).
 The first image of each measurement is a warm-up and is not counted. Needs the demo data
 (``make demo-seg`` or ``python tools/make_seg_demo.py``). Example:
 
@@ -32,6 +35,7 @@ from mmengine.config import Config
 from saal_tasks.core.perturbation import Perturbation  # noqa: F401  (import order)
 from saal_tasks.core.allocator import keep_freed_memory
 from saal_tasks.registry import SCORERS, TASKS
+from saal_tasks.tasks.segmentation.models import segment_logits
 
 CONFIG = 'configs/seg/ri_saal_tiny_demo.py'
 RIPU = dict(type='RegionImpurityScorer', k=1, window_average=True,
@@ -46,10 +50,12 @@ def _timed_per_image(run, ids: np.ndarray) -> float:
     return (time.perf_counter() - start) / max(len(ids) - 1, 1)
 
 
-def measure(arch: str, size: tuple[int, int], images: int, seed: int) -> dict:
+def measure(arch: str, size: tuple[int, int], images: int, seed: int,
+            units: tuple[int, int] | None = None) -> dict:
     cfg = Config.fromfile(CONFIG)
     cfg.task.model = dict(arch=arch)
     cfg.task.source_size = cfg.task.target_size = size
+    cfg.task.unit_size = units
     task = TASKS.build(cfg.task)
     model = task.build_model(seed).eval()
     ids = task.sample_ids()[:images + 1]
@@ -60,12 +66,14 @@ def measure(arch: str, size: tuple[int, int], images: int, seed: int) -> dict:
     def inference(chunk):
         with torch.no_grad():
             for _, inputs in task.pool_batches(chunk, 1):
-                task.pixel_logits(model, inputs)
+                segment_logits(model, inputs)  # the model alone: no upsampling to units
 
     before = [p.detach().clone() for p in model.parameters()]
     ri_saal = SCORERS.build(cfg.scorer)
     ripu = SCORERS.build(RIPU)
-    row = dict(model=arch, size=f'{size[0]}x{size[1]}', images=len(ids) - 1,
+    row = dict(model=arch, size=f'{size[0]}x{size[1]}',
+               units=f'{units[0]}x{units[1]}' if units else f'{size[0]}x{size[1]}',
+               images=len(ids) - 1,
                inference_s=_timed_per_image(inference, ids),
                ri_saal_s=_timed_per_image(lambda c: ri_saal.score(task, model, c, rng), ids),
                ripu_s=_timed_per_image(lambda c: ripu.score(task, model, c, rng), ids))
@@ -78,7 +86,9 @@ def measure(arch: str, size: tuple[int, int], images: int, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--models', default='tiny:64x128,deeplab_v2:320x640',
-                        help='comma-separated arch:HxW (arch: tiny, deeplab_v2, deeplab_v3plus)')
+                        help='comma-separated arch:HxW[:HxW] (arch: tiny, deeplab_v2, '
+                             'deeplab_v3plus; the second size: task.unit_size, the '
+                             'resolution the logits are upsampled to for scoring)')
     parser.add_argument('--images', type=int, default=3, help='timed images per measurement')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--seed', type=int, default=0)
@@ -89,16 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     rows = []
     for item in args.models.split(','):
-        arch, _, size = item.partition(':')
+        arch, size, *unit = item.split(':')
         height, width = (int(v) for v in size.split('x'))
-        rows.append(measure(arch, (height, width), args.images, args.seed))
+        units = tuple(int(v) for v in unit[0].split('x')) if unit else None
+        rows.append(measure(arch, (height, width), args.images, args.seed, units))
         print(f'measured {arch} at {size}', file=sys.stderr)
     print(f'\n{args.threads} threads, load {os.getloadavg()[0]:.2f}\n')
-    print('| model | image | inference s/img | RI-SAAL s/img | RI-SAAL / inference | '
+    print('| model | image | units | inference s/img | RI-SAAL s/img | RI-SAAL / inference | '
           'RIPU / inference | parameters unchanged |')
-    print('| --- | --- | ---: | ---: | ---: | ---: | --- |')
+    print('| --- | --- | --- | ---: | ---: | ---: | ---: | --- |')
     for r in rows:
-        print(f"| {r['model']} | {r['size']} | {r['inference_s']:.3f} | {r['ri_saal_s']:.3f} | "
+        print(f"| {r['model']} | {r['size']} | {r['units']} | {r['inference_s']:.3f} | "
+              f"{r['ri_saal_s']:.3f} | "
               f"{r['ri_saal_ratio']:.2f}x | {r['ripu_ratio']:.2f}x | {r['params_unchanged']} |")
     if args.json:
         with open(args.json, 'w') as f:

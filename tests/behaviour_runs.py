@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -81,7 +82,10 @@ SEG = """
 _base_ = ['{root}/configs/seg/ri_saal_tiny_demo.py']
 task = dict(source=dict(data_root='{data}/synthia'), target=dict(data_root='{data}/cityscapes'),
             val=dict(data_root='{data}/cityscapes'), source_size=(32, 64),
-            target_size=(32, 64), batch_size=2, target_batch_size=2, log_interval=1000)
+            target_size=(32, 64), batch_size=2, target_batch_size=2, log_interval=1000,
+            flip=True, local_consistency_weight=0.0, negative_learning_weight=0.0)
+# The rules the recording was made with (RIPU's rules became the configs' default later).
+selector = dict(budget_rule='pixels', persistent_suppression=False)
 al = dict(schedule=dict(round_iters=[20, 30, 40]))
 hooks = []
 """
@@ -91,7 +95,8 @@ def summarise(work_dir: Path) -> dict[str, Any]:
     """What a finished run selected and measured, round by round (timings left out)."""
     rounds = []
     for line in (work_dir / 'metrics.jsonl').read_text().splitlines():
-        record = json.loads(line)
+        # NaN metrics are written as null (strict JSON) since the recordings were made.
+        record = {k: math.nan if v is None else v for k, v in json.loads(line).items()}
         entry = {'metrics': {k: v for k, v in sorted(record.items()) if not k.endswith('_s')}}
         selected = work_dir / 'rounds' / f"round_{record['round']:03d}" / 'selected.json'
         if selected.exists():

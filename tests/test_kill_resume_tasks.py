@@ -80,7 +80,13 @@ SEG_CHAIN = [
     # Round 1 trains on the source only (no pixel revealed yet): the 5th CE is iteration 5.
     Kill('train:1:5', 0, 'commit', absent='rounds/round_001/model.pth'),
     Kill('score:1:3', 1, 'evaluate', absent='rounds/round_001/scores.npz'),  # 3rd image
-    Kill('select:1', 1, 'score', pending='rounds/round_001/selected.json'),
+    # The region selector chooses each chunk's units while the round scores (al.unit_chunk):
+    # killed while writing selected.json, the score stage is not recorded and the resume
+    # scores again; killed after the select stage, selected.json was recorded with the scores
+    # and the resume reloads both.
+    Kill('write:round_001/selected.json', 1, 'evaluate',
+         pending='rounds/round_001/selected.json'),
+    Kill('select:1', 1, 'score'),
     # Round 2 continues round 1's run: its weights, optimizer state and revealed pixels.
     Kill('train:1:3', 1, 'commit', absent='rounds/round_002/model.pth'),
     # The first manifest write of that process records round 2's training.
@@ -182,7 +188,7 @@ def uninterrupted(cfg: Path, task: str, work_dir: Path) -> Path:
 
 # ---------------------------------------------------------------------------- segmentation
 @pytest.mark.skipif(find_spec('mmseg') is None, reason='needs mmseg')
-def test_segmentation_in_run_killed_six_times_resumes_to_the_uninterrupted_run(tmp_path):
+def test_segmentation_in_run_killed_seven_times_resumes_to_the_uninterrupted_run(tmp_path):
     from saal_tasks.tasks.segmentation.demo import write_seg_demo
     data = tmp_path / 'seg_demo'
     write_seg_demo(data, num_source=12, num_target_train=6, num_target_val=4, size=(32, 64),

@@ -165,6 +165,9 @@ SELECTOR_CASES: dict[str, tuple[Case, ...]] = {
              dict(unit=True)),
         Case(dict(type='RegionSelector', budget_ratio=0.25, num_selections=1, region_radius=0,
                   suppress_radius=1), 'pixels', dict(unit=True)),  # pixel-based
+        Case(dict(type='RegionSelector', budget_ratio=0.25, num_selections=2,
+                  budget_rule='regions', persistent_suppression=True), 'pixels',
+             dict(unit=True)),  # RIPU's protocol
     ),
 }
 
@@ -517,6 +520,32 @@ def test_unit_selector_contract(name, case, labeled_fraction):
     again = build_checked('SELECTORS', case.config(), 'selector').select(_unit_context(task))
     np.testing.assert_array_equal(again.sample_ids, picked.sample_ids)
     for a, b in zip(again.units, picked.units):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('name,case', params(SELECTOR_CASES, lambda c: c.options.get('unit')))
+def test_per_sample_unit_selectors_select_the_same_in_chunks(name, case):
+    """A unit selector that declares ``per_sample`` is run chunk by chunk by the loop: its
+    units for a candidate must not depend on the other candidates of the call."""
+    selector = build_checked('SELECTORS', case.config(), 'selector')
+    if not selector.per_sample:
+        pytest.skip(f'{name} does not declare per_sample')
+    task = PixelTask()
+    rng = np.random.default_rng(4)
+    task.labeled = {int(i): rng.random(task.shape) < 0.2 for i in task.sample_ids()}
+    whole = _unit_context(task)
+    picked = selector.select(whole)
+    parts = []
+    for chunk in (slice(0, 2), slice(2, 3), slice(3, 6)):
+        parts.append(selector.select(SelectionContext(
+            candidate_ids=whole.candidate_ids[chunk], scores=whole.scores[chunk],
+            labeled_ids=whole.labeled_ids, budget=None, rng=np.random.default_rng(3),
+            task=task, unit_scores=list(whole.unit_scores)[chunk])))
+    np.testing.assert_array_equal(np.concatenate([p.sample_ids for p in parts]),
+                                  picked.sample_ids)
+    chunked = [u for p in parts for u in p.units]
+    assert len(chunked) == len(picked.units)
+    for a, b in zip(chunked, picked.units):
         np.testing.assert_array_equal(a, b)
 
 

@@ -173,3 +173,25 @@ def test_segmentation_pictures_colour_exactly_the_revealed_pixels(tmp_path):
     expected = sorted(set(labels.tolist()), key=lambda c: (-counts[c], c))
     assert task.annotation_classes(answer) == expected
     assert task.annotation_classes({'units': [0, 1, 2], 'labels': [255, 3, 3]}) == [3]
+
+
+def test_learning_curve_axis_follows_the_annotation_kind(tmp_path):
+    from types import SimpleNamespace
+    from saal_tasks.core.build import build_checked
+    from saal_tasks.core.errors import ConfigError
+    hook = build_checked('AL_HOOKS', dict(type='LearningCurveHook',
+                                          metric=['mIoU16', 'mIoU13']), 'hooks[0]')
+    seg = [{'round': r, 'num_labeled': n, 'labeled_pixel_percent': p, 'mIoU16': m,
+            'mIoU13': m + 5} for r, n, p, m in ((1, 0, 0.0, 20.0), (2, 60, 2.4, 40.0),
+                                                (3, 60, 4.9, 45.0))]
+    assert hook.axis(seg) == ('labeled_pixel_percent', 'labeled pixels (%)')
+    cls = [{'round': 1, 'num_labeled': 20, 'accuracy': 0.5}]
+    assert hook.axis(cls) == ('num_labeled', 'labeled samples')
+    forced = build_checked('AL_HOOKS', dict(type='LearningCurveHook', metric='mIoU16',
+                                            x_axis='samples'), 'hooks[0]')
+    assert forced.axis(seg) == ('num_labeled', 'labeled samples')
+    loop = SimpleNamespace(is_main=True, work_dir=tmp_path, run_name='seg')
+    hook.after_run(loop, seg)
+    assert (tmp_path / 'learning_curve.png').stat().st_size > 1000
+    with pytest.raises(ConfigError, match="x_axis must be 'auto', 'samples' or 'pixels'"):
+        build_checked('AL_HOOKS', dict(type='LearningCurveHook', x_axis='pixel'), 'hooks[0]')

@@ -6,6 +6,7 @@ after a recorded stage and resumed twice: every persisted output must be identic
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,11 @@ def test_two_selections_in_one_run(reference):
     # Round 1 trains on the source only; every round reports mIoU over 16 and 13 classes.
     assert records[0]['labeled_pixels'] == 0
     assert all(0 <= r['mIoU16'] <= 100 and 'mIoU13' in r and 'IoU.road' in r for r in records)
-    # Each selection adds pixels, never more than the per-image round budget.
+    # Each selection adds pixels, never more than the per-image round budget: RIPU's
+    # ceil(H * W * 5 % / 2 rounds / 9) regions of 3 x 3.
+    assert loop.selector.round_regions(SIZE) == math.ceil(SIZE[0] * SIZE[1] * 0.025 / 9)
     per_round = loop.selector.round_budget(SIZE)
-    assert per_round == int(0.05 * SIZE[0] * SIZE[1]) // 2
+    assert per_round == 9 * loop.selector.round_regions(SIZE)
     pixels = [r['labeled_pixels'] for r in records]
     assert pixels[0] < pixels[1] < pixels[2] <= 2 * per_round * 6
     for r in (1, 2):
@@ -163,3 +166,48 @@ def test_missing_dataset_names_paths_and_demo(tmp_path):
         ActiveLearningLoop.from_cfg(cfg)
     text = str(err.value)
     assert 'nowhere/RAND_CITYSCAPES' in text and 'demo' in text and '\n' not in text
+
+
+def test_metrics_file_is_strict_json(reference):
+    """Absent classes have NaN IoU; metrics.jsonl writes them as null (strict JSON), and the
+    loop's own records keep NaN."""
+    work_dir, _, records = reference
+
+    def refuse(constant):
+        raise AssertionError(f'metrics.jsonl holds {constant}: not strict JSON')
+    written = [json.loads(line, parse_constant=refuse)
+               for line in (work_dir / 'metrics.jsonl').read_text().splitlines()]
+    absent = [k for k, v in records[0].items() if isinstance(v, float) and math.isnan(v)]
+    assert absent, 'the tiny val set lacks some classes'
+    assert all(written[0][k] is None for k in absent)
+    from saal_tasks.engine.store import MetricsLog
+    decoded = MetricsLog.decode((work_dir / 'metrics.jsonl').read_text())
+    assert all(math.isnan(decoded[0][k]) for k in absent)
+
+
+def test_chunked_rounds_select_what_one_call_selects(demo_root, tmp_path, reference):
+    """Scoring and selecting two images at a time (maps dropped after each chunk) gives the
+    selections, answers and metrics of scoring every candidate in one call (maps kept in
+    scores.npz), for RI-SAAL and for the random baseline, whose maps come from a key drawn
+    from the round's generator."""
+    for scorer in (None, dict(type='RandomPixelScorer')):
+        runs = {}
+        for chunk in (2, None):
+            work_dir = tmp_path / f'{scorer is None}_{chunk}'
+            cfg = _cfg(demo_root, work_dir, unit_chunk=chunk)
+            if scorer is not None:
+                cfg.scorer = scorer
+            ActiveLearningLoop.from_cfg(cfg).run()
+            runs[chunk] = work_dir
+        streamed, whole = (_outputs(runs[c]) for c in (2, None))
+        for r in (1, 2):
+            name = f'rounds/round_{r:03d}/'
+            for file in ('selected.json', 'annotations.json', 'metrics.json'):
+                assert streamed[name + file] == whole[name + file], name + file
+            with np.load(runs[2] / name / 'scores.npz') as a, \
+                    np.load(runs[None] / name / 'scores.npz') as b:
+                assert not any(k.startswith('units_') for k in a.files)
+                assert sum(k.startswith('units_') for k in b.files) == 6
+                np.testing.assert_array_equal(a['scores'], b['scores'])
+                np.testing.assert_array_equal(a['sample_ids'], b['sample_ids'])
+        assert streamed['metrics'] == whole['metrics']

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from saal_tasks.core.errors import ConfigError
-from saal_tasks.tasks.segmentation.losses import local_consistency_loss, negative_learning_loss
+from saal_tasks.tasks.segmentation.losses import (local_consistency_loss,
+                                                  negative_learning_loss, semantic_boundary)
 
 
 @pytest.fixture(scope='module')
@@ -237,36 +238,52 @@ def _one_hot_map(labels: list[list[int]], num_classes: int) -> torch.Tensor:
     return F.one_hot(torch.tensor(labels), num_classes).permute(2, 0, 1)[None].float()
 
 
+def test_semantic_boundary_is_ripus_rule():
+    # 8 y(i) - sum of the 8 neighbours (zero padding) != 0, on the raw values.
+    labels = torch.tensor([[[2, 2, 2], [2, 2, 2], [2, 2, 2]]])
+    expected = torch.ones(1, 3, 3, dtype=torch.bool)
+    expected[0, 1, 1] = False  # the only pixel whose 8 neighbours are all in the image
+    assert torch.equal(semantic_boundary(labels), expected)
+    assert not semantic_boundary(torch.zeros(1, 4, 5, dtype=torch.long)).any()
+    # An interior pixel beside a class change is a boundary; 255 counts as a value.
+    labels = torch.zeros(1, 5, 5, dtype=torch.long)
+    labels[0, 2, 3] = 255
+    got = semantic_boundary(labels)[0]
+    assert got[1:4, 2:5].all() and int(got.sum()) == 9
+
+
 def test_local_consistency_known_answers():
-    # A constant distribution everywhere agrees with all its neighbours.
+    # A constant distribution everywhere agrees with its window mean.
     dist = torch.softmax(_randn(5), dim=0)
     constant = dist.view(1, 5, 1, 1).expand(2, 5, 4, 6).clone()
-    assert float(local_consistency_loss(constant)) == 0.0
-    # 1x2 image, two different one-hot pixels: one pair at L1 distance 2.
-    assert float(local_consistency_loss(_one_hot_map([[0, 1]], 3))) == pytest.approx(2.0)
-    # 2x2 image, one odd pixel: it differs (by 2) from all 3 of its neighbours; there are
-    # 6 pairs (2 horizontal, 2 vertical, 2 diagonal) -> 3 * 2 / 6 = 1.
-    assert float(local_consistency_loss(_one_hot_map([[1, 0], [0, 0]], 2))) == pytest.approx(1.0)
-    # 3x1 column [a, a, b] with soft b: pairs (a,a), (a,b) -> |a-b|_1 / 2.
-    a, b = torch.tensor([0.7, 0.3]), torch.tensor([0.2, 0.8])
-    col = torch.stack([a, a, b], dim=1).view(1, 2, 3, 1)
-    assert float(local_consistency_loss(col)) == pytest.approx(float((a - b).abs().sum()) / 2)
-    # The batch mean is over all pairs of all images: a constant image halves the value.
-    batch = torch.cat([_one_hot_map([[0, 1]], 3), _one_hot_map([[2, 2]], 3)])
-    assert float(local_consistency_loss(batch)) == pytest.approx(1.0)
+    assert float(local_consistency_loss(constant, torch.ones(2, 4, 6, dtype=torch.long))) \
+        == pytest.approx(0.0, abs=1e-7)
+    # 1 x 3, one-hot classes [0, 1, 1], labels [0, 1, 1] (every pixel on a boundary): the
+    # replicate-padded window means are (2/3, 1/3), (1/3, 2/3), (0, 1), so the discrepancies
+    # are 2/3, 2/3, 0 and their mean 4/9.
+    probs = _one_hot_map([[0, 1, 1]], 2)
+    labels = torch.tensor([[[0, 1, 1]]])
+    assert float(local_consistency_loss(probs, labels)) == pytest.approx(4 / 9)
+    # An ignore label removes its pixel from the mean (it still makes its neighbours
+    # boundaries): pixel 1 is ignored -> (2/3 + 0) / 2.
+    labels = torch.tensor([[[0, 255, 1]]])
+    assert float(local_consistency_loss(probs, labels)) == pytest.approx(1 / 3)
 
 
-def test_local_consistency_gradient_and_single_pixel():
+def test_local_consistency_gradient_and_no_boundary():
     probs = torch.softmax(_randn(2, 4, 5, 7), dim=1).requires_grad_()
-    loss = local_consistency_loss(probs)
+    labels = torch.randint(0, 4, (2, 5, 7), generator=torch.Generator().manual_seed(0))
+    loss = local_consistency_loss(probs, labels)
     loss.backward()
-    assert 0.0 < float(loss) <= 2.0 and float(probs.grad.abs().sum()) > 0
-    single = torch.softmax(_randn(1, 3, 1, 1), dim=1).requires_grad_()
-    zero = local_consistency_loss(single)
-    zero.backward()
-    assert float(zero) == 0.0 and torch.equal(single.grad, torch.zeros_like(single))
+    assert 0.0 < float(loss.detach()) <= 2.0 and float(probs.grad.abs().sum()) > 0
+    flat = torch.softmax(_randn(1, 3, 4, 4), dim=1).requires_grad_()
+    zero = local_consistency_loss(flat, torch.zeros(1, 4, 4, dtype=torch.long))
+    zero.backward()  # RIPU's mean over no pixel is NaN; here an exact, connected zero
+    assert float(zero.detach()) == 0.0 and torch.equal(flat.grad, torch.zeros_like(flat))
     with pytest.raises(ValueError, match=r'\[B, C, H, W\]'):
-        local_consistency_loss(torch.rand(3, 4, 5))
+        local_consistency_loss(torch.rand(3, 4, 5), labels)
+    with pytest.raises(ValueError, match='labels must be integer maps'):
+        local_consistency_loss(probs, labels.float())
 
 
 def test_negative_learning_known_answers_and_mask():
@@ -308,3 +325,24 @@ def test_negative_learning_nothing_selected_and_errors():
         negative_learning_loss(probs, threshold=0.0)
     with pytest.raises(ValueError, match=r'\[B, C, H, W\]'):
         negative_learning_loss(probs[0])
+
+
+def test_frozen_batch_norm_is_ripus():
+    """``freeze_bn=True`` (RIPU's FREEZE_BN): the backbone's batch norms keep their statistics
+    and affine through training mode, and the optimizer has no parameter of theirs."""
+    from saal_tasks.tasks.segmentation import models as seg
+    from saal_tasks.tasks.segmentation.training import SourceTargetTrainer
+    torch.manual_seed(0)
+    model = seg.build_segmentor(seg.model_config(dict(arch='deeplab_v2', freeze_bn=True), 16))
+    model.train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.training for m in norms)
+    assert all(not p.requires_grad for m in norms for p in m.parameters())
+    trainer = SourceTargetTrainer(batch_size=1, target_batch_size=1, lr=1e-3, head_lr_mult=10,
+                                  momentum=0.9, weight_decay=0, poly_power=0.9, lc_weight=0,
+                                  nl_weight=0, nl_threshold=0.05, flip=False, log_interval=1)
+    optimised = {id(p) for g in trainer.optimizer(model).param_groups for p in g['params']}
+    assert not optimised & {id(p) for m in norms for p in m.parameters()}
+    default = seg.build_segmentor(seg.model_config(dict(arch='deeplab_v2'), 16)).train()
+    assert all(m.training for m in default.backbone.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))

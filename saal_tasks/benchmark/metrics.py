@@ -1,7 +1,6 @@
 """Summaries of a sweep: final metric, area under the budget curve, pairwise comparisons."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,6 +8,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..engine import METRICS
+from ..engine.store import MetricsLog
 from .plan import Cell
 
 
@@ -38,7 +38,7 @@ def aubc(num_labeled: Sequence[float], values: Sequence[float]) -> float:
 def load_curve(cell: Cell, metric: str) -> tuple[list[int], list[float]]:
     """``(num_labeled, metric)`` per finished round, from the cell's ``metrics.jsonl``."""
     path = Path(cell.work_dir) / METRICS
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = MetricsLog.decode(path.read_text())
     records.sort(key=lambda r: r['round'])
     if any(metric not in r for r in records):
         raise ConfigError(f'{path} has no metric {metric!r}: set sweep.metric to one of '

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..cli import run_reporting_errors
 from ..core.errors import ConfigError, MissingDependencyError
+from ..engine.store import MetricsLog
 from ..hooks.report import run_report
 from ..core.build import build_checked
 from ..registry import TASKS
@@ -87,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     import_modules_from_strings(**config['custom_imports'])
                 task = build_checked(TASKS, config['task'], 'task')
             metrics = work_dir / 'metrics.jsonl'
-            records = ([json.loads(line) for line in metrics.read_text().splitlines()]
-                       if metrics.exists() else [])
+            records = MetricsLog.decode(metrics.read_text()) if metrics.exists() else []
             # The run's name, as its hook titled the page: the config dumped beside it.
             dumped = sorted(work_dir.glob('*.py'))
             page = run_report(work_dir, task, records,

@@ -2,10 +2,12 @@
 one on a pool subset."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import time
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Iterator
 
 import numpy as np
 from mmengine.logging import print_log
@@ -108,7 +110,10 @@ class BaseScorer:
 
     def _progress(self, done: int, total: int, start: float, last: list[int]) -> None:
         """Log progress after the first batch (an early estimate of the time it takes), then
-        whenever another ``log_interval`` samples are done, and at the end."""
+        whenever another ``log_interval`` samples are done, and at the end (not inside
+        :func:`progress_muted`)."""
+        if _MUTED.get():
+            return
         if done - last[0] >= self.log_interval or done == total or (last[0] == 0 < done):
             last[0] = done
             elapsed = time.perf_counter() - start
@@ -116,6 +121,21 @@ class BaseScorer:
             left = '' if done == total else f', {format_seconds((total - done) / rate)} left'
             print_log(f'scoring {done}/{total} samples ({rate:.1f} samples/s{left})',
                       logger='current')
+
+
+#: Set while a caller that scores in chunks reports the progress of the whole pool itself.
+_MUTED: contextvars.ContextVar[bool] = contextvars.ContextVar('scoring_progress_muted',
+                                                              default=False)
+
+
+@contextlib.contextmanager
+def progress_muted() -> Iterator[None]:
+    """Silence scorers' own progress lines (a chunked caller logs one for the whole pool)."""
+    token = _MUTED.set(True)
+    try:
+        yield
+    finally:
+        _MUTED.reset(token)
 
 
 def format_seconds(seconds: float) -> str:

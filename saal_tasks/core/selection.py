@@ -201,6 +201,10 @@ class BaseUnitSelector(BaseSelector):
     """
 
     selects_units: ClassVar[bool] = True
+    #: Whether the units chosen in a candidate depend only on its own score map and labeled
+    #: mask (not on the other candidates). The loop then scores and selects a chunk of
+    #: candidates at a time and keeps only the chosen units, not every score map.
+    per_sample: ClassVar[bool] = False
 
     def select(self, context: SelectionContext) -> Selection:
         if context.unit_scores is None:

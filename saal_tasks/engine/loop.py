@@ -83,6 +83,10 @@ class ActiveLearningLoop:
         hooks: Loop hooks.
         config: Plain config of the run (for the resume check and its explanation).
         embed_batch_size: Batch size of the embeddings selectors read from their context.
+        unit_chunk: With a per-sample unit selector (``RegionSelector``), candidates scored
+            and selected together: peak memory is this many score maps, and no map is
+            persisted. ``None`` scores every candidate in one call and keeps all maps in
+            ``scores.npz``.
         run_name: Name used in plots and logs.
     """
 
@@ -96,7 +100,7 @@ class ActiveLearningLoop:
                  schedule: Schedule | None = None, initial_set: InitialSet | None = None,
                  seed: int = 0, hooks: Sequence[ALHook] = (),
                  config: Mapping[str, Any] | None = None, embed_batch_size: int = 256,
-                 run_name: str = 'saal') -> None:
+                 unit_chunk: int | None = 16, run_name: str = 'saal') -> None:
         self.unit_mode = selector.selects_units
         check_loop_values(task, selector, num_rounds=num_rounds, budget=budget,
                       initial_size=initial_size, subset_size=subset_size, seed=seed)
@@ -110,6 +114,13 @@ class ActiveLearningLoop:
         self.seed = int(seed)
         self.hooks = list(hooks)
         self.embed_batch_size = embed_batch_size
+        if unit_chunk is not None and (isinstance(unit_chunk, bool) or unit_chunk < 1):
+            raise ConfigError(f'al.unit_chunk must be an integer >= 1, or None to score all '
+                              f'candidates in one call; got {unit_chunk!r}')
+        self.unit_chunk = unit_chunk
+        #: Whether partial-annotation rounds score and select chunk by chunk.
+        self.streams_units = bool(self.unit_mode and getattr(selector, 'per_sample', False)
+                                  and unit_chunk is not None)
         self.run_name = run_name
         plain = plain_config(config or {})
         self.store = RunStore(work_dir, plain, config_hash(plain) if config is not None else '')

@@ -87,11 +87,14 @@ class InRunSchedule(Schedule):
     Args:
         round_iters: The iteration at which each round's training ends, ``num_rounds + 1``
             increasing positive values; the last is the run's length.
+        lr_horizon: The iteration count the learning-rate schedule decays over (the
+            ``total`` passed to ``train_steps``); ``None`` = the run's length. RIPU decays
+            over ``MAX_ITER = 62500`` and stops at ``STOP_ITER = 40000``.
     """
 
     persists_state: ClassVar[bool] = True
 
-    def __init__(self, round_iters: Sequence[int]) -> None:
+    def __init__(self, round_iters: Sequence[int], lr_horizon: int | None = None) -> None:
         values = list(round_iters or [])
         if not all(isinstance(v, (int, np.integer)) for v in values) or \
                 not all(a < b for a, b in zip([0] + values, values)):
@@ -99,6 +102,13 @@ class InRunSchedule(Schedule):
                               f"of each round's training; the last is the run length), got "
                               f'{round_iters!r}')
         self.round_iters = [int(v) for v in values]
+        if lr_horizon is not None and (isinstance(lr_horizon, bool)
+                                       or not isinstance(lr_horizon, (int, np.integer))
+                                       or lr_horizon < self.round_iters[-1]):
+            raise ConfigError(f'al.schedule.lr_horizon must be an integer >= the run length '
+                              f'{self.round_iters[-1]} (round_iters[-1]), or None; got '
+                              f'{lr_horizon!r}')
+        self.lr_horizon = None if lr_horizon is None else int(lr_horizon)
         self.optim_state: dict | None = None
 
     def check(self, num_rounds: int) -> None:
@@ -111,10 +121,13 @@ class InRunSchedule(Schedule):
     def train(self, task, previous, labeled_ids, seed, round_idx):
         model = previous if previous is not None else task.build_model(seed)
         start = 0 if round_idx == 1 else self.round_iters[round_idx - 2]
-        stop, total = self.round_iters[round_idx - 1], self.round_iters[-1]
-        print_log(f'round {round_idx}: iterations {start}-{stop} of {total}', logger='current')
-        model, self.optim_state = task.train_steps(model, labeled_ids, seed, start, stop, total,
-                                                   self.optim_state)
+        stop, length = self.round_iters[round_idx - 1], self.round_iters[-1]
+        horizon = self.lr_horizon or length
+        decay = '' if horizon == length else f' (learning rate decays over {horizon})'
+        print_log(f'round {round_idx}: iterations {start}-{stop} of {length}{decay}',
+                  logger='current')
+        model, self.optim_state = task.train_steps(model, labeled_ids, seed, start, stop,
+                                                   horizon, self.optim_state)
         return model
 
     def state_dict(self):

@@ -15,10 +15,11 @@ import numpy as np
 from mmengine.logging import print_log
 from torch import nn
 
-from ..core.errors import ConfigError, ScoreError
+from ..core.errors import ConfigError
 from ..core.oracle import validate_answers
 from ..core.scorer import ScoreResult
 from ..core.selection import Selection, SelectionContext
+from .streaming import check_scores, score_and_select
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import ActiveLearningLoop
@@ -117,28 +118,31 @@ class ScoreStage(Stage):
         if not loop.unit_mode and len(candidates) < loop.budget:
             raise ConfigError(f'only {len(candidates)} unlabeled samples remain for a budget '
                               f'of {loop.budget}: lower al.budget or al.num_rounds')
-        result = loop.scoring.score(loop.task, loop.model, candidates,
-                                    loop.rng(STREAM_SCORE, rnd.index), loop.state.labeled_ids())
-        bad = ~np.isfinite(result.scores)
-        if bad.any():
-            raise ScoreError(
-                f'round {rnd.index}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite '
-                f'(sample ids {result.sample_ids[bad][:5].tolist()}); nothing was selected: '
-                'the model or the perturbation diverged, lower the learning rate or rho')
-        if loop.unit_mode and result.unit_scores is None:
-            raise ConfigError(f'{type(loop.selector).__name__} needs a score per unit, but '
-                              f'{type(loop.scorer).__name__} gives one per sample: choose a '
-                              "pixel scorer (e.g. dict(type='RegionImpurityScorer', ...))")
+        if loop.streams_units:
+            # Chunk by chunk: the unit maps never all sit in memory or on disk.
+            result, rnd.selection = score_and_select(
+                loop, rnd.index, candidates, loop.rng(STREAM_SCORE, rnd.index),
+                loop.rng(STREAM_SELECT, rnd.index))
+        else:
+            result = loop.scoring.score(loop.task, loop.model, candidates,
+                                        loop.rng(STREAM_SCORE, rnd.index),
+                                        loop.state.labeled_ids())
+            check_scores(loop, rnd.index, result)
         rnd.candidates, rnd.result = candidates, result
-        # Unit maps are kept only where a unit selector will read them.
+        # Unit maps are kept only where a unit selector will read them from the file.
+        keep_units = loop.unit_mode and not loop.streams_units
         loop.store.write(loop.store.round_dir(rnd.index) / 'scores.npz',
-                         lambda f: result.save(f, with_units=loop.unit_mode))
+                         lambda f: result.save(f, with_units=keep_units))
+        if rnd.selection is not None:  # chosen with the scores: persisted with them
+            write_selection(loop, rnd)
         for hook in loop.hooks:
             hook.after_score(loop, rnd.index, result)
 
     def reload(self, loop, rnd):
         rnd.result = ScoreResult.load(loop.store.round_dir(rnd.index) / 'scores.npz')
         rnd.candidates = rnd.result.sample_ids
+        if loop.streams_units:
+            SelectStage().reload(loop, rnd)
 
 
 class SelectStage(Stage):
@@ -148,21 +152,29 @@ class SelectStage(Stage):
     acquiring = True
 
     def run(self, loop, rnd):
-        context = SelectionContext(
-            candidate_ids=rnd.candidates, scores=rnd.result.scores,
-            labeled_ids=loop.state.labeled_ids(), budget=loop.budget,
-            rng=loop.rng(STREAM_SELECT, rnd.index), task=loop.task, model=loop.model,
-            unit_scores=rnd.result.unit_scores, embed_batch_size=loop.embed_batch_size)
-        rnd.selection = loop.selector.select(context)
-        loop.store.write_json(loop.store.round_dir(rnd.index) / 'selected.json',
-                              {'round': rnd.index,
-                               'sample_ids': rnd.selection.sample_ids.tolist(),
-                               **rnd.selection.record()})
+        if rnd.selection is None:  # else chosen (and persisted) with the scores
+            context = SelectionContext(
+                candidate_ids=rnd.candidates, scores=rnd.result.scores,
+                labeled_ids=loop.state.labeled_ids(), budget=loop.budget,
+                rng=loop.rng(STREAM_SELECT, rnd.index), task=loop.task, model=loop.model,
+                unit_scores=rnd.result.unit_scores, embed_batch_size=loop.embed_batch_size)
+            rnd.selection = loop.selector.select(context)
+            write_selection(loop, rnd)
         for hook in loop.hooks:
             hook.after_select(loop, rnd.index, rnd.selection.sample_ids)
 
     def reload(self, loop, rnd):
         rnd.selection = Selection.from_record(loop.store.read_json(rnd.index, 'selected.json'))
+
+
+def write_selection(loop: 'ActiveLearningLoop', rnd: RoundState) -> None:
+    """``selected.json`` of the round: the queried ids and their scores or units."""
+    selection = rnd.selection
+    if selection is None:
+        raise RuntimeError(f'round {rnd.index} has no selection to write')
+    loop.store.write_json(loop.store.round_dir(rnd.index) / 'selected.json',
+                          {'round': rnd.index, 'sample_ids': selection.sample_ids.tolist(),
+                           **selection.record()})
 
 
 class LabelStage(Stage):

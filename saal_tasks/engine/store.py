@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -365,6 +366,11 @@ class ConfigRecord:
         manifest.config_hash = self.config_hash
 
 
+def _finite_or_none(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()}
+
+
 class MetricsLog:
     """``metrics.jsonl``: one JSON record per committed round, derived from the round files.
 
@@ -381,8 +387,16 @@ class MetricsLog:
 
     @staticmethod
     def encode(records: list[dict[str, Any]]) -> bytes:
-        """The file's bytes for ``records``."""
-        return ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records).encode()
+        """The file's bytes for ``records``: strict JSON, a NaN or infinite metric (the IoU of
+        a class absent from the evaluation set) written as ``null``."""
+        return ''.join(json.dumps(_finite_or_none(r), sort_keys=True, allow_nan=False) + '\n'
+                       for r in records).encode()
+
+    @staticmethod
+    def decode(text: str) -> list[dict[str, Any]]:
+        """The records of the file's ``text``, ``null`` metrics read back as NaN."""
+        return [{k: math.nan if v is None else v for k, v in json.loads(line).items()}
+                for line in text.splitlines() if line.strip()]
 
     def write(self, records: list[dict[str, Any]]) -> None:
         """Rewrite the file whole (atomically), so repeating a commit is harmless."""

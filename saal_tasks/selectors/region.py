@@ -6,13 +6,20 @@ masks of pixels labeled before from the selection context and calls
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
+import torch
 
 from ..core.errors import ConfigError
 from ..core.selection import BaseUnitSelector
+from ..core.units import window_sum
 from ..registry import SELECTORS
+
+#: How a round's budget is counted: revealed pixels (``'pixels'``) or picked regions
+#: (``'regions'``, RIPU's rule).
+BUDGET_RULES = ('pixels', 'regions')
 
 
 def _nonneg_int(name: str, value: object, minimum: int = 0) -> int:
@@ -27,25 +34,43 @@ class RegionSelector(BaseUnitSelector):
     """Picks square regions (or single pixels) of highest score in every image.
 
     The annotation budget of an image over the whole run is ``budget_ratio × H × W`` pixels
-    (floored) or ``budget_pixels``; it is spread evenly over ``num_selections`` rounds, so a
-    round may reveal at most :meth:`round_budget` pixels per image. In one round, per image:
+    or ``budget_pixels``, spread evenly over ``num_selections`` rounds. In one round, per
+    image:
 
-    1. already-labeled pixels are never centres; the other pixels are visited in descending
+    1. blocked pixels are never centres: the pixels labeled before and, with
+       ``persistent_suppression``, every pixel within Chebyshev distance ``suppress_radius``
+       of an earlier round's centre (see below); the other pixels are visited in descending
        score (ties: lower flat index first), one stable argsort per image;
-    2. a pixel is skipped if it is suppressed or already revealed this round;
+    2. a pixel is skipped if it became blocked earlier in this round;
     3. its region is the ``(2r+1)²`` window around it (``r = region_radius``) clipped to the
-       image; the newly revealed pixels are the region minus labeled minus already revealed;
-    4. if the revealed count plus the new pixels would exceed the round budget, the round
-       stops for this image (the budget is never exceeded); otherwise the region is taken and
-       every pixel within Chebyshev distance ``suppress_radius`` of the centre is suppressed.
+       image; the newly revealed pixels are the region minus the pixels labeled before or
+       revealed this round;
+    4. the round's budget (``budget_rule``) decides whether the pick is taken; a taken pick
+       blocks its region and every pixel within Chebyshev distance ``suppress_radius``.
 
-    ``region_radius = 0`` is pixel-based annotation (each pick reveals its own pixel, so the
-    round reveals exactly the budget while candidates remain).
+    ``budget_rule``:
 
-    Paper settings: region-based ``budget_ratio=0.022`` (DeepLab-v2) or ``0.05``
-    (DeepLab-v3+), ``num_selections=5``, ``region_radius=1``, ``suppress_radius=2``;
+    * ``'pixels'``: a round reveals at most ``floor(total) // num_selections`` pixels; a pick
+      whose new pixels would exceed that ends the round for the image.
+    * ``'regions'`` (RIPU): a round places ``ceil(total / num_selections / (2r+1)²)``
+      regions, computed in floating point as RIPU does; a region clipped at the border counts
+      as one region.
+
+    ``persistent_suppression`` (RIPU keeps its ``active`` mask between rounds): the
+    suppression windows of earlier rounds still block. They are not stored: the union of the
+    ``(2s+1)²`` windows around earlier centres is the labeled mask dilated by ``s − r``
+    (a clipped ``(2r+1)²`` box dilated by ``s − r`` is the clipped ``(2s+1)²`` box), exact
+    when the labeled pixels are this selector's regions and a conservative extension
+    (suppression around every labeled pixel) otherwise. So resume needs nothing beyond the
+    labeled masks.
+
+    ``region_radius = 0`` is pixel-based annotation (each pick reveals its own pixel).
+
+    RIPU's settings (the paper configs): region-based ``budget_ratio=0.022`` (DeepLab-v2) or
+    ``0.05`` (DeepLab-v3+), ``num_selections=5``, ``region_radius=1``, ``suppress_radius=2``;
     pixel-based ``budget_pixels=40``, ``num_selections=5``, ``region_radius=0``,
-    ``suppress_radius=1``.
+    ``suppress_radius=32``; both with ``budget_rule='regions'`` and
+    ``persistent_suppression=True``.
 
     Args:
         budget_ratio: Total fraction of each image's pixels to annotate over the run, in
@@ -53,13 +78,19 @@ class RegionSelector(BaseUnitSelector):
         budget_pixels: Total number of pixels per image to annotate over the run, ``>= 1``.
         num_selections: Number of selection rounds the total budget is spread over.
         region_radius: Radius ``r`` of the revealed ``(2r+1) × (2r+1)`` window.
-        suppress_radius: Chebyshev radius around a pick whose pixels cannot be picked again
-            in the same round.
+        suppress_radius: Chebyshev radius ``s`` around a pick whose pixels cannot be picked
+            again (in the same round, or in any later round with ``persistent_suppression``).
+        budget_rule: ``'pixels'`` or ``'regions'`` (above).
+        persistent_suppression: Earlier rounds' suppression windows still block (RIPU).
     """
+
+    #: Each image's units depend only on its own map and mask (chunked scoring applies).
+    per_sample = True
 
     def __init__(self, *, budget_ratio: float | None = None, budget_pixels: int | None = None,
                  num_selections: int, region_radius: int = 1,
-                 suppress_radius: int = 2) -> None:
+                 suppress_radius: int = 2, budget_rule: str = 'pixels',
+                 persistent_suppression: bool = False) -> None:
         if (budget_ratio is None) == (budget_pixels is None):
             raise ConfigError('RegionSelector needs exactly one of budget_ratio (fraction of '
                               'each image) and budget_pixels (pixels per image)')
@@ -79,6 +110,14 @@ class RegionSelector(BaseUnitSelector):
         self.num_selections = _nonneg_int('num_selections', num_selections, minimum=1)
         self.region_radius = _nonneg_int('region_radius', region_radius)
         self.suppress_radius = _nonneg_int('suppress_radius', suppress_radius)
+        if budget_rule not in BUDGET_RULES:
+            raise ConfigError(f'RegionSelector.budget_rule must be one of {BUDGET_RULES}, '
+                              f'got {budget_rule!r}')
+        if not isinstance(persistent_suppression, (bool, np.bool_)):
+            raise ConfigError(f'RegionSelector.persistent_suppression must be True or False, '
+                              f'got {persistent_suppression!r}')
+        self.budget_rule = budget_rule
+        self.persistent_suppression = bool(persistent_suppression)
 
     # ------------------------------------------------------------------ budget
     def total_budget(self, shape: tuple[int, ...]) -> int:
@@ -89,8 +128,38 @@ class RegionSelector(BaseUnitSelector):
         return min(int(self.budget_pixels), pixels)
 
     def round_budget(self, shape: tuple[int, ...]) -> int:
-        """Most pixels one round reveals in an image of ``shape`` (``(H, W)``)."""
+        """Most pixels one round reveals in an image of ``shape`` (``(H, W)``): the pixel
+        budget under ``budget_rule='pixels'``, the regions times their area under
+        ``'regions'``."""
+        if self.budget_rule == 'regions':
+            return self.round_regions(shape) * (2 * self.region_radius + 1) ** 2
         return self.total_budget(shape) // self.num_selections
+
+    def round_regions(self, shape: tuple[int, ...]) -> int:
+        """Regions one round places in an image of ``shape`` (``(H, W)``) under
+        ``budget_rule='regions'``: RIPU's ``ceil(H·W·ratio/rounds/(2r+1)²)`` (region-based)
+        and ``ceil(pixels/rounds)`` per ``(2r+1)²`` (pixel-based), in RIPU's float
+        arithmetic."""
+        area = (2 * self.region_radius + 1) ** 2
+        if self._ratio is not None:
+            return math.ceil(int(np.prod(shape)) * (float(self.budget_ratio)
+                                                     / self.num_selections) / area)
+        return math.ceil(int(self.budget_pixels) / self.num_selections / area)
+
+    def blocked_before(self, labeled: np.ndarray) -> np.ndarray:
+        """Pixels that cannot be centres at the start of a round: the labeled mask, dilated
+        by ``suppress_radius − region_radius`` with ``persistent_suppression``.
+
+        Args:
+            labeled: Bool mask ``[H, W]`` of pixels annotated before.
+
+        Returns:
+            Bool mask ``[H, W]``.
+        """
+        grow = self.suppress_radius - self.region_radius
+        if not self.persistent_suppression or grow <= 0 or not labeled.any():
+            return labeled.copy()
+        return window_sum(torch.from_numpy(labeled)[None], grow)[0].numpy() > 0
 
     # ------------------------------------------------------------------ selection
     def select_regions(self, scores: np.ndarray,
@@ -110,33 +179,35 @@ class RegionSelector(BaseUnitSelector):
     def _select_image(self, scores: np.ndarray,
                       labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         width = scores.shape[1]
-        budget = self.round_budget(scores.shape)
+        by_pixels = self.budget_rule == 'pixels'
+        budget = (self.round_budget(scores.shape) if by_pixels
+                  else self.round_regions(scores.shape))  # pixels, or regions
         covered = labeled.copy()  # labeled before or revealed this round
         covered_flat = covered.reshape(-1)  # a view: window writes show up here
         r, s = self.region_radius, self.suppress_radius
         centres: list[int] = []
         revealed = 0
         if budget > 0:
+            # Pixels that cannot be centres (labeled, suppressed, revealed this round), one
+            # lookup per visit: the walk may pass many of them, windows are written per pick.
+            blocked = self.blocked_before(labeled)
+            blocked_flat = blocked.reshape(-1)
             # float64 first: negating unsigned integer scores would wrap around.
             order = np.argsort(-scores.reshape(-1).astype(np.float64), kind='stable')
-            order = order[~covered_flat[order]]
-            # Pixels that cannot be centres any more (covered or suppressed), one lookup per
-            # visit: the walk may pass many of them, windows are only written per pick.
-            blocked = covered.copy()
-            blocked_flat = blocked.reshape(-1)
+            order = order[~blocked_flat[order]]
             for idx in order.tolist():  # Python ints iterate faster than numpy scalars
                 if blocked_flat[idx]:
                     continue
                 i, j = divmod(idx, width)
                 window = covered[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
                 new = window.size - int(np.count_nonzero(window))
-                if revealed + new > budget:
+                if by_pixels and revealed + new > budget:
                     break
                 window[...] = True
                 blocked[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1] = True
                 blocked[max(i - s, 0):i + s + 1, max(j - s, 0):j + s + 1] = True
                 centres.append(idx)
-                revealed += new
+                revealed += new if by_pixels else 1
                 if revealed == budget:
                     break
         pixels = np.flatnonzero(covered_flat & ~labeled.reshape(-1)).astype(np.int64)
@@ -183,7 +254,8 @@ class RegionSelector(BaseUnitSelector):
                   else f'budget_pixels={self.budget_pixels}')
         return (f'RegionSelector({budget}, num_selections={self.num_selections}, '
                 f'region_radius={self.region_radius}, '
-                f'suppress_radius={self.suppress_radius})')
+                f'suppress_radius={self.suppress_radius}, budget_rule={self.budget_rule!r}, '
+                f'persistent_suppression={self.persistent_suppression})')
 
 
 __all__ = ['RegionSelector']

@@ -16,9 +16,17 @@ task = dict(
     target=dict(kind='cityscapes', data_root=cityscapes_root, split='train'),
     val=dict(kind='cityscapes', data_root=cityscapes_root, split='val'),
     # torchvision's ImageNet ResNet-101 state dict (resnet101-*.pth) saved at this path.
-    model=dict(arch='deeplab_v2', backbone_weights='checkpoints/resnet101_imagenet.pth'),
-    source_size=(760, 1280),
+    # Batch norms frozen at the ImageNet statistics, as RIPU's SYNTHIA configs (FREEZE_BN).
+    model=dict(arch='deeplab_v2', backbone_weights='checkpoints/resnet101_imagenet.pth',
+               freeze_bn=True),
+    # RIPU resizes SYNTHIA's 1280x760 images to 1280x720 (SOURCE_INPUT_SIZE_TRAIN) and
+    # Cityscapes' to 1280x640; it neither flips nor crops (INPUT_SCALES_TRAIN = (1, 1)).
+    source_size=(720, 1280),
     target_size=(640, 1280),
+    # Scoring and selection at Cityscapes' label resolution, as RIPU: the logits are upsampled
+    # to 1024x2048 first. unit_size=None selects at the 640x1280 input instead (faster).
+    unit_size=(1024, 2048),
+    flip=False,
     batch_size=2,
     target_batch_size=2,
     lr=2.5e-4,
@@ -26,18 +34,27 @@ task = dict(
     momentum=0.9,
     weight_decay=5e-4,
     poly_power=0.9,
-    # RIPU's optional unsupervised target terms (our definitions: docs/segmentation.md).
-    local_consistency_weight=0.0,
-    negative_learning_weight=0.0,
+    # RIPU's two extra terms with RIPU's definitions and weights (docs/segmentation.md):
+    # local consistency on the source label boundaries, negative learning on target pixels.
+    local_consistency_weight=0.1,
+    negative_learning_weight=1.0,
+    negative_learning_threshold=0.05,
     eval_batch_size=2,
     log_interval=50)
+# RIPU's selection rules: a round places ceil(H*W*ratio/5/9) 3x3 regions per image, and each
+# centre's 5x5 suppression window blocks later centres in every later round too.
 selector = dict(type='RegionSelector', budget_ratio=0.022, num_selections=5,
-                region_radius=1, suppress_radius=2)
+                region_radius=1, suppress_radius=2, budget_rule='regions',
+                persistent_suppression=True)
 al = dict(
     num_rounds=5,
     budget=None,  # per image: the selector's budget
     initial_size=0,  # the source is the labeled data at the start
     initial_set=dict(type='RandomInitialSet'),
-    schedule=dict(type='InRunSchedule', round_iters=[10000, 12000, 14000, 16000, 18000, 40000]))
-hooks = [dict(type='LearningCurveHook', metric='mIoU16'), dict(type='RunReportHook'),
+    # RIPU's poly schedule decays over MAX_ITER = 62500 iterations; training stops at 40000.
+    schedule=dict(type='InRunSchedule', round_iters=[10000, 12000, 14000, 16000, 18000, 40000],
+                  lr_horizon=62500))
+# The learning curve against the labeled pixel percentage (chosen for partial annotation).
+hooks = [dict(type='LearningCurveHook', metric=['mIoU16', 'mIoU13']),
+         dict(type='RunReportHook'),
          dict(type='ScalarsHook')]

@@ -81,13 +81,19 @@ class PixelLabels:
     """Revealed target pixels of every pool image, at one resolution.
 
     Args:
-        num_pixels: Pixels per image (``H × W`` of the target resolution).
+        num_pixels: Pixels per image (``H × W`` of the annotation units).
         num_classes: Number of train ids (labels are ``< num_classes`` or 255).
+        shape: ``(H, W)`` of the units, when known (training resizes the revealed labels
+            from it to its own resolution).
     """
 
-    def __init__(self, num_pixels: int, num_classes: int) -> None:
+    def __init__(self, num_pixels: int, num_classes: int,
+                 shape: tuple[int, int] | None = None) -> None:
+        if shape is not None and int(shape[0]) * int(shape[1]) != num_pixels:
+            raise ValueError(f'shape {shape} does not hold {num_pixels} pixels')
         self.num_pixels = num_pixels
         self.num_classes = num_classes
+        self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
         self._labels: dict[int, np.ndarray] = {}
 
     def check(self, sample_id: int, annotation: Any) -> None:

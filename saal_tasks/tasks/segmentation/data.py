@@ -432,6 +432,12 @@ class ImageSet:
             return array
         return cv2.resize(array, (width, height), interpolation=interpolation)
 
+    def resized(self, array: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """``array`` (``[h, w]`` or ``[h, w, 3]`` uint8) at this set's size: bilinear, or
+        nearest neighbours for labels."""
+        import cv2
+        return self._resized(array, cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Resized image ``[H, W, 3]`` uint8 and label ``[H, W]`` uint8."""
         if index in self._cache:
@@ -477,7 +483,9 @@ def load_batch(images: ImageSet, indices: np.ndarray, flips: np.ndarray,
         flips: Whether to flip each sample, bool ``[B]``.
         revealed: For target batches, the revealed pixels: labels are then the training
             targets of :meth:`PixelLabels.targets` (255 where not revealed) instead of the
-            split's full labels.
+            split's full labels. Revealed at another resolution (``revealed.shape``, e.g.
+            Cityscapes' 1024 x 2048 labels), they are resized to the images' with nearest
+            neighbours, as RIPU resizes its saved masks.
 
     Returns:
         Normalised images ``[B, 3, H, W]`` (float32) and labels ``[B, H, W]`` (int64).
@@ -486,7 +494,8 @@ def load_batch(images: ImageSet, indices: np.ndarray, flips: np.ndarray,
     for index, flip in zip(indices, flips):
         image, label = images.get(int(index))
         if revealed is not None:
-            label = revealed.targets(int(index)).reshape(images.size)
+            label = revealed.targets(int(index)).reshape(revealed.shape or images.size)
+            label = images.resized(label, nearest=True)
         if flip:
             image, label = image[:, ::-1], label[:, ::-1]
         pictures.append(np.ascontiguousarray(image))

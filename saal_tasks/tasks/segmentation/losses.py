@@ -1,31 +1,32 @@
-"""RIPU's optional training terms on predicted class probabilities.
+"""RIPU's optional training terms on predicted class probabilities, as RIPU defines them.
 
 Exactly what is computed (``p`` = softmax probabilities ``[B, C, H, W]``):
 
-* :func:`local_consistency_loss`: the mean, over every pair of 8-neighbouring pixels of the
-  same image, of the L1 distance ``sum_c |p[b, c, i] - p[b, c, j]|`` between their class
-  distributions. Pairs are unordered (each pair counted once); as the distance is symmetric,
-  the mean equals the mean over ordered (pixel, neighbour) pairs. Image borders have fewer
-  neighbours: no padding is invented. Range [0, 2].
+* :func:`local_consistency_loss` (RIPU's ``LocalConsistentLoss``, applied to the *source*
+  batch with its labels): each pixel's discrepancy ``sum_c |p[c] - mean_3x3(p)[c]|`` with the
+  mean of its 3 x 3 window (centre included, replicate padding), averaged over the pixels on
+  a semantic boundary of the label map. A pixel is on a boundary when
+  ``8·y(i) − Σ y(neighbours)`` is not 0 over its 8 neighbours with zero padding, on the raw
+  label values (so pixels next to an ignore pixel, and border pixels of a non-zero class,
+  count); ignore pixels (255) themselves are excluded. RIPU's weight: 0.1.
+* :func:`negative_learning_loss` (RIPU's ``NegativeLearningLoss``, applied to every target
+  pixel): "complementary labels" are the (pixel, class) pairs with ``p < threshold`` (chosen
+  without gradient); the loss is ``-mean over those pairs of log(1 - p + 1e-6)``: it pushes
+  already-unlikely classes further down. ``mask`` restricts it to some pixels (not RIPU's
+  use). RIPU's weight: 1.0, threshold 0.05.
 
-  RIPU's own term differs in two details: it compares each pixel with the mean of its 3x3
-  window (centre included, replicate padding), and averages only over pixels on source-label
-  boundaries. The version here needs no labels, so it can also be applied to target images.
-
-* :func:`negative_learning_loss`: "complementary labels" are the (pixel, class) pairs with
-  ``p < threshold`` (a selection made without gradient); the loss is
-  ``-mean over those pairs of log(1 - p + 1e-6)``, i.e. it pushes already-unlikely classes
-  further down. With ``mask``, only the pixels where ``mask`` is true take part (for
-  example the unlabeled target pixels). RIPU applies it to all target pixels
-  (``mask=None``). When no pair is selected the result is an exact zero that is still
-  connected to ``probs``, so ``backward()`` works unconditionally.
+Where RIPU divides by zero (no boundary pixel, no complementary label) its loss is NaN; here
+the result is an exact zero still connected to ``probs``, so ``backward()`` always works.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['local_consistency_loss', 'negative_learning_loss']
+from .classes import IGNORE_INDEX
+
+__all__ = ['local_consistency_loss', 'negative_learning_loss', 'semantic_boundary']
 
 #: Added inside the log of the negative-learning loss (RIPU's value) against log(0).
 NEGATIVE_LEARNING_EPS = 1e-6
@@ -43,30 +44,46 @@ def _zero_like_graph(probs: Tensor) -> Tensor:
     return probs.sum() * 0.0
 
 
-def local_consistency_loss(probs: Tensor) -> Tensor:
-    """Mean L1 distance between the class distributions of 8-neighbouring pixels.
+def semantic_boundary(labels: Tensor) -> Tensor:
+    """RIPU's boundary test: ``8·y(i) − Σ y(8 neighbours) != 0`` with zero padding.
+
+    Args:
+        labels: Label maps ``[B, H, W]`` (integer train ids, 255 = ignore).
+
+    Returns:
+        Bool ``[B, H, W]``.
+    """
+    values = labels.to(torch.float64).unsqueeze(1)  # integers: the sums below are exact
+    window = F.avg_pool2d(F.pad(values, (1, 1, 1, 1)), 3, stride=1, divisor_override=1)
+    return (9 * values - window).squeeze(1) != 0
+
+
+def local_consistency_loss(probs: Tensor, labels: Tensor) -> Tensor:
+    """Mean discrepancy from the 3 x 3 window mean over the labels' boundary pixels.
 
     Args:
         probs: Class probabilities ``[B, C, H, W]``.
+        labels: Label maps ``[B, H, W]`` of the same images (255 = ignore).
 
     Returns:
-        Scalar loss in [0, 2] (0 when ``H = W = 1``: there is no neighbour).
+        Scalar loss in ``[0, 2]``; a zero connected to ``probs`` when no pixel is on a
+        boundary.
     """
     _check_probs(probs, 'local_consistency_loss')
     b, _, h, w = probs.shape
-    # The four "forward" neighbour offsets cover each unordered pair exactly once:
-    # right, down, down-right, down-left.
-    diffs = (
-        probs[:, :, :, 1:] - probs[:, :, :, :-1],
-        probs[:, :, 1:, :] - probs[:, :, :-1, :],
-        probs[:, :, 1:, 1:] - probs[:, :, :-1, :-1],
-        probs[:, :, 1:, :-1] - probs[:, :, :-1, 1:],
-    )
-    pairs = b * (h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1))
-    if pairs == 0:
+    if not isinstance(labels, Tensor) or tuple(labels.shape) != (b, h, w) \
+            or labels.is_floating_point():
+        got = f'{labels.dtype} {tuple(labels.shape)}' if isinstance(labels, Tensor) \
+            else type(labels).__name__
+        raise ValueError(f'local_consistency_loss labels must be integer maps [B, H, W] = '
+                         f'{(b, h, w)}, got {got}')
+    mean = F.avg_pool2d(F.pad(probs, (1, 1, 1, 1), mode='replicate'), 3, stride=1)
+    discrepancy = (probs - mean).abs().sum(dim=1)
+    labels = labels.to(probs.device)
+    mask = semantic_boundary(labels) & (labels != IGNORE_INDEX)
+    if not bool(mask.any()):
         return _zero_like_graph(probs)
-    total = sum(d.abs().sum() for d in diffs)
-    return total / pairs
+    return discrepancy[mask].mean()
 
 
 def negative_learning_loss(probs: Tensor, threshold: float = 0.05,

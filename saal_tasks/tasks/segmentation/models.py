@@ -56,8 +56,10 @@ BACKBONE_WEIGHTS_KEY = 'backbone_weights'
 
 # Functions, not module constants: a caller editing one returned config in place must not
 # change the next one.
-def _bn() -> dict:
-    return dict(type='BN', requires_grad=True)
+def _bn(frozen: bool = False) -> dict:
+    # Frozen = RIPU's FrozenBatchNorm2d (MODEL.FREEZE_BN in its SYNTHIA configs): the ImageNet
+    # statistics and affine stay fixed; with norm_eval the layers also stay in eval mode.
+    return dict(type='BN', requires_grad=not frozen)
 
 
 def _ce() -> dict:
@@ -137,11 +139,11 @@ def _check_num_classes(num_classes: int) -> None:
 
 
 def _dilated_resnet(type_: str, depth: int, out_indices: tuple[int, ...],
-                    **extra: Any) -> dict:
+                    freeze_bn: bool = False, **extra: Any) -> dict:
     """An output-stride-8 mmseg ResNet config (strides (1,2,1,1), dilations (1,1,2,4))."""
     return dict(type=type_, depth=depth, num_stages=4, out_indices=out_indices,
                 strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), contract_dilation=True,
-                style='pytorch', norm_cfg=_bn(), norm_eval=False, **extra)
+                style='pytorch', norm_cfg=_bn(freeze_bn), norm_eval=freeze_bn, **extra)
 
 
 def _encoder_decoder(backbone: dict, decode_head: dict, backbone_weights: str | None) -> dict:
@@ -150,26 +152,30 @@ def _encoder_decoder(backbone: dict, decode_head: dict, backbone_weights: str | 
                 **{BACKBONE_WEIGHTS_KEY: backbone_weights})
 
 
-def deeplab_v2(num_classes: int = 16, backbone_weights: str | None = None) -> dict:
+def deeplab_v2(num_classes: int = 16, backbone_weights: str | None = None,
+               freeze_bn: bool = False) -> dict:
     """DeepLab-v2: ResNet-101 (original 7x7 stem, torchvision layout) + :class:`ASPPSumHead`.
 
     Args:
         num_classes: Number of classes ``C``.
         backbone_weights: Path to torchvision ImageNet ResNet-101 weights, or ``None`` to
             train from scratch.
+        freeze_bn: Keep the backbone's batch norms at their ImageNet statistics and affine
+            (RIPU's ``FREEZE_BN``, set in its SYNTHIA configs).
 
     Returns:
         An ``EncoderDecoder`` config for :func:`build_segmentor`.
     """
     _check_num_classes(num_classes)
     return _encoder_decoder(
-        _dilated_resnet('ResNet', 101, (3,)),
+        _dilated_resnet('ResNet', 101, (3,), freeze_bn),
         dict(type='ASPPSumHead', in_channels=2048, in_index=0, num_classes=num_classes,
              dilations=(6, 12, 18, 24), align_corners=False, loss_decode=_ce()),
         backbone_weights)
 
 
-def deeplab_v3plus(num_classes: int = 16, backbone_weights: str | None = None) -> dict:
+def deeplab_v3plus(num_classes: int = 16, backbone_weights: str | None = None,
+                   freeze_bn: bool = False) -> dict:
     """DeepLab-v3+: ResNet-101 + mmseg's ``DepthwiseSeparableASPPHead``.
 
     The head's ASPP has dilations (1, 12, 24, 36) plus image pooling on the stride-8 feature
@@ -182,16 +188,19 @@ def deeplab_v3plus(num_classes: int = 16, backbone_weights: str | None = None) -
     Args:
         num_classes: Number of classes ``C``.
         backbone_weights: Path to ImageNet ResNet-101 weights, or ``None``.
+        freeze_bn: Freeze the batch norms of the backbone and of the head (RIPU freezes
+            both with ``FREEZE_BN``).
 
     Returns:
         An ``EncoderDecoder`` config for :func:`build_segmentor`.
     """
     _check_num_classes(num_classes)
     return _encoder_decoder(
-        _dilated_resnet('ResNet', 101, (0, 1, 2, 3)),
+        _dilated_resnet('ResNet', 101, (0, 1, 2, 3), freeze_bn),
         dict(type='DepthwiseSeparableASPPHead', in_channels=2048, in_index=3, channels=512,
              dilations=(1, 12, 24, 36), c1_in_channels=256, c1_channels=48,
-             dropout_ratio=0.1, num_classes=num_classes, norm_cfg=_bn(), align_corners=False,
+             dropout_ratio=0.1, num_classes=num_classes, norm_cfg=_bn(freeze_bn),
+             align_corners=False,
              loss_decode=_ce()),
         backbone_weights)
 

@@ -14,8 +14,8 @@ Conventions fixed here (RIPU leaves them implicit):
 * ``P`` is divided by ``log C`` for the task's actual number of classes ``C`` (RIPU hard-codes
   19), so ``0 <= P <= 1``.
 
-Unit maps have the input image's ``H × W``; a task's ``pixel_logits`` returns logits at that
-resolution.
+Unit maps have the ``H × W`` of the task's annotation units; a task's ``pixel_logits``
+returns logits at that resolution (the segmentation task upsamples to its ``unit_size``).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ...core.build import build_component
 from ...core.errors import ConfigError
 from ...core.scorer import BaseScorer, ScoreResult, ids_in_order
+from ...core.units import window_sum
 from ...registry import SCORERS
 
 
@@ -38,10 +39,19 @@ def _check_radius(k: int) -> int:
     return int(k)
 
 
+#: Above this radius window means come from an integral image (O(H·W)) instead of a pooling
+#: kernel (O(H·W·k²)): RIPU's pixel-annotation windows are 65 × 65.
+_POOLING_MAX_RADIUS = 3
+
+
 def _box_mean(maps: torch.Tensor, k: int) -> torch.Tensor:
     """Mean over the in-image ``(2k+1)²`` window of each pixel; ``[N, H, W]`` float."""
     if k == 0:
         return maps
+    if k > _POOLING_MAX_RADIUS:
+        counts = window_sum(torch.ones((1, *maps.shape[1:]), dtype=torch.int64,
+                                       device=maps.device), k)
+        return (window_sum(maps, k) / counts).to(maps.dtype)
     # count_include_pad=False divides by the number of in-image pixels of each window, which
     # is exactly the clipped-window convention of the module docstring.
     return F.avg_pool2d(maps.unsqueeze(1), kernel_size=2 * k + 1, stride=1, padding=k,
@@ -176,8 +186,9 @@ class RandomPixelScorer(BaseScorer):
 
     A key is drawn once per call from the ``rng`` passed to :meth:`score`; each sample's map
     is then a pure function of ``(key, sample id)``, so it does not depend on batching, on
-    the order of ids or on sharding. Maps have the ``H × W`` of the images from
-    ``task.pool_batches``; no model forward. No ``unit_targets``.
+    the order of ids or on sharding. Maps have the task's ``unit_shape`` when it has one, else
+    the ``H × W`` of the images from ``task.pool_batches``; no model forward. No
+    ``unit_targets``.
 
     Args:
         batch_size: Images per batch read from the pool (only to learn the image sizes).
@@ -193,7 +204,8 @@ class RandomPixelScorer(BaseScorer):
         out_ids, maps = [], []
         start, last = time.perf_counter(), [0]
         for ids, images in task.pool_batches(sample_ids, self.batch_size):
-            shape = tuple(int(s) for s in images.shape[-2:])
+            # The units' resolution where the task has its own (maps are per unit pixel).
+            shape = tuple(int(s) for s in getattr(task, 'unit_shape', images.shape[-2:]))
             out_ids.append(np.asarray(ids, dtype=np.int64))
             maps.extend(_uniform_map(key, i, shape) for i in out_ids[-1])
             self._progress(len(maps), len(sample_ids), start, last)

@@ -51,9 +51,14 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             ``None`` for a task that does not evaluate.
         model: ``dict(arch='tiny' | 'deeplab_v2' | 'deeplab_v3plus', backbone_weights=...)``
             or a full mmseg segmentor config (with ``type``).
-        source_size: ``(H, W)`` source images are resized to (RIPU: 760 x 1280).
-        target_size: ``(H, W)`` target images are resized to; pixels at this size are the
-            annotation units (RIPU: 640 x 1280).
+        source_size: ``(H, W)`` source images are resized to (RIPU: 720 x 1280).
+        target_size: ``(H, W)`` target images are resized to for training and scoring
+            (RIPU: 640 x 1280).
+        unit_size: ``(H, W)`` of the annotation units (the pixels that are scored, selected,
+            revealed and exported); the logits are upsampled to it (bilinear, corners
+            aligned) before scoring, as RIPU does at the label resolution (Cityscapes:
+            1024 x 2048), and the revealed labels are resized to ``target_size`` (nearest)
+            for training. ``None`` = ``target_size`` (faster: no upsampling).
         batch_size: Source images per iteration.
         target_batch_size: Target images per iteration.
         lr: Base learning rate (SGD); the decode head uses ``lr * head_lr_mult``.
@@ -62,9 +67,10 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         weight_decay: SGD weight decay.
         poly_power: Poly schedule ``lr * (1 - it / total) ** poly_power``.
         iters_per_round: Iterations per round in the retrain-per-round schedule.
-        local_consistency_weight: Weight of the local-consistency term on target batches.
-        negative_learning_weight: Weight of the negative-learning term on unlabeled target
-            pixels.
+        local_consistency_weight: Weight of RIPU's local-consistency term on the source
+            batch (RIPU: 0.1; 0 = off).
+        negative_learning_weight: Weight of RIPU's negative-learning term on the target
+            batch (RIPU: 1.0; 0 = off).
         negative_learning_threshold: Probability below which a class is a negative label.
         flip: Random horizontal flips in training.
         cache_images: Keep decoded images in memory (demo-sized data).
@@ -83,7 +89,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
 
     def __init__(self, source: dict | None, target: dict, val: dict | None, model: dict,
                  source_size: tuple[int, int] = (760, 1280),
-                 target_size: tuple[int, int] = (640, 1280), batch_size: int = 2,
+                 target_size: tuple[int, int] = (640, 1280),
+                 unit_size: tuple[int, int] | None = None, batch_size: int = 2,
                  target_batch_size: int = 2, lr: float = 2.5e-4, head_lr_mult: float = 10.0,
                  momentum: float = 0.9, weight_decay: float = 5e-4, poly_power: float = 0.9,
                  iters_per_round: int = 1000, local_consistency_weight: float = 0.0,
@@ -102,6 +109,10 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         # A task that only queries (query mode) reads neither source nor val.
         self.source = None if source is None else ImageSet(source, source_size, cache_images)
         self.target = ImageSet(target, target_size, cache_images)
+        # The same images at the unit resolution (ground truth, exports, pictures).
+        self.units = (self.target if unit_size is None
+                      or tuple(unit_size) == self.target.size
+                      else ImageSet(target, tuple(unit_size), cache_images))
         self.val = (None if val is None
                     else ImageSet(val, target_size, cache_images, limit=val_limit))
         self.num_classes = len(CLASSES16)
@@ -113,8 +124,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             flip=flip, log_interval=log_interval)
         self.iters_per_round = iters_per_round
         self.eval_batch_size = eval_batch_size
-        height, width = self.target.size
-        self.labels = PixelLabels(height * width, self.num_classes)
+        height, width = self.units.size
+        self.labels = PixelLabels(height * width, self.num_classes, (height, width))
 
     # ------------------------------------------------------------------ data
     def sample_ids(self) -> np.ndarray:
@@ -136,11 +147,11 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
                 for i in sample_ids}
 
     def ground_truth(self, sample_ids: np.ndarray) -> dict[int, np.ndarray]:
-        """Full train-id label maps ``[H, W]`` (uint8) at the target resolution."""
+        """Full train-id label maps ``[H, W]`` (uint8) at the unit resolution."""
         if not self.target.labeled:
             raise ConfigError('the target images have no labels: they can be queried '
                               '(tools/query.py), not used with a simulated oracle')
-        return {int(i): self.target.get(int(i))[1] for i in sample_ids}
+        return {int(i): self.units.get(int(i))[1] for i in sample_ids}
 
     def validate_annotations(self, annotations: dict[int, Any]) -> None:
         known = len(self.target)
@@ -162,7 +173,7 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         Args:
             sample_ids: Queried target images, shape ``[K]``.
             folder: The query folder.
-            units: Per image, flat pixel indices (at the target resolution) to label.
+            units: Per image, flat pixel indices (at the unit resolution) to label.
             predictions: Not written (the label format has no room for a guess); reports
                 draw them.
 
@@ -174,7 +185,7 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
                               'images: use a unit selector and al.initial_size=0')
         ids = np.asarray(sample_ids, dtype=np.int64)
         return export_region_query(
-            [self.target.get(int(i))[0] for i in ids], ids, units, Path(folder),
+            [self.units.get(int(i))[0] for i in ids], ids, units, Path(folder),
             [os.path.basename(self.target.dataset.get_data_info(int(i))['img_path'])
              for i in ids])
 
@@ -210,16 +221,16 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
     def read_answers(self, path: Path) -> list[tuple[int, np.ndarray]]:
         """Full label maps ``[H, W]`` from a zip of label PNGs; the oracle keeps only the
         queried pixels (:meth:`restrict_annotation`)."""
-        return read_label_zip(Path(path), self.target.size)
+        return read_label_zip(Path(path), self.units.size)
 
     def labeled_units(self, sample_ids: np.ndarray) -> list[np.ndarray]:
-        return [self.labels.revealed(int(i)).reshape(self.target.size) for i in sample_ids]
+        return [self.labels.revealed(int(i)).reshape(self.units.size) for i in sample_ids]
 
     def preview(self, sample_ids: np.ndarray,
                 annotations: dict[int, Any] | None = None) -> list[np.ndarray]:
-        """Each target image (RGB, the target size) with its revealed pixels coloured by
+        """Each target image (RGB, the unit size) with its revealed pixels coloured by
         class, drawn by mmseg's ``SegLocalVisualizer``."""
-        return draw_revealed(self.target, sample_ids, annotations or {})
+        return draw_revealed(self.units, sample_ids, annotations or {})
 
     def annotation_classes(self, annotation: Any) -> list[int]:
         """The classes of the revealed (or predicted) pixels, most pixels first, each once:
@@ -233,7 +244,7 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         return list(CLASSES16)
 
     def annotation_stats(self) -> dict[str, float]:
-        height, width = self.target.size
+        height, width = self.units.size
         revealed = self.labels.num_revealed()
         return {'labeled_pixels': revealed,
                 'labeled_pixel_percent': 100.0 * revealed / (len(self.target) * height * width),
@@ -298,18 +309,33 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             chunk = ids[start:start + batch_size]
             yield chunk, to_tensor([self.target.get(int(i))[0] for i in chunk])
 
+    @property
+    def unit_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the annotation units (score maps have it)."""
+        return self.units.size
+
+    def unit_logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Class logits at the unit resolution, ``[B, C, H_u, W_u]``: the model's logits at
+        the input resolution, upsampled (bilinear, ``align_corners=True``, as RIPU) when
+        ``unit_size`` differs."""
+        logits = segment_logits(model, inputs)
+        if tuple(logits.shape[-2:]) != self.units.size:
+            logits = F.interpolate(logits, size=self.units.size, mode='bilinear',
+                                   align_corners=True)
+        return logits
+
     def pixel_logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        """Class logits of every pixel, ``[B, C, H, W]`` at the input resolution."""
-        return segment_logits(model, inputs)
+        """Class logits of every unit pixel, ``[B, C, H, W]`` (:meth:`unit_logits`)."""
+        return self.unit_logits(model, inputs)
 
     def pseudo_label(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        """Per-pixel argmax of the model's prediction, ``[B, H, W]`` (int64)."""
-        return segment_logits(model, inputs).argmax(dim=1)
+        """Per-pixel argmax of the model's prediction, ``[B, H, W]`` (int64), unit size."""
+        return self.unit_logits(model, inputs).argmax(dim=1)
 
     def pseudo_label_and_loss(self, model: nn.Module, inputs: torch.Tensor
                               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pseudo-labels and per-pixel CE from one forward pass (graph kept)."""
-        logits = segment_logits(model, inputs)
+        """Pseudo-labels and per-pixel CE from one forward pass (graph kept), unit size."""
+        logits = self.unit_logits(model, inputs)
         targets = logits.detach().argmax(dim=1)
         return targets, F.cross_entropy(logits, targets, reduction='none')
 
@@ -320,6 +346,6 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         The sharpness scorer reduces it with ``objective_reduction`` into the loss whose
         gradient defines an image's ε (see docs/segmentation.md for why the image mean).
         """
-        return F.cross_entropy(segment_logits(model, inputs), targets, reduction='none')
+        return F.cross_entropy(self.unit_logits(model, inputs), targets, reduction='none')
 
     # batch_size_of is BaseTask's: the first dimension of the image batch [B, 3, H, W].

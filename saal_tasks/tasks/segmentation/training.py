@@ -4,8 +4,8 @@
 faster decode head, poly learning rate, batch sizes, flips, the optional RIPU terms) and runs
 an iteration window ``[start, stop)`` of one ``total``-iteration run. Every iteration draws a
 source batch (full labels) and a target batch (labels only where revealed) from one seeded
-generator; loss = source CE + CE on revealed target pixels (+ optional local-consistency and
-negative-learning terms on the target predictions).
+generator; loss = source CE + CE on revealed target pixels (+ RIPU's optional terms: local
+consistency on the source batch's label boundaries, negative learning on every target pixel).
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ class SourceTargetTrainer:
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         poly_power: Poly schedule ``lr * (1 - it / total) ** poly_power``.
-        lc_weight: Weight of the local-consistency term on target batches (0: off).
-        nl_weight: Weight of the negative-learning term on unlabeled target pixels (0: off).
+        lc_weight: Weight of the local-consistency term on the source batch (0: off).
+        nl_weight: Weight of the negative-learning term on the target batch (0: off).
         nl_threshold: Probability below which a class is a negative label.
         flip: Random horizontal flips.
         log_interval: Training progress every this many iterations.
@@ -91,23 +91,22 @@ class SourceTargetTrainer:
             The scalar loss (graph kept) and the value of each term it has, keyed by
             :data:`LOSS_TERMS` (no ``loss_tgt`` when no target pixel is revealed).
         """
-        loss = F.cross_entropy(segment_logits(model, x_s), y_s, ignore_index=IGNORE_INDEX)
+        logits_s = segment_logits(model, x_s)
+        loss = F.cross_entropy(logits_s, y_s, ignore_index=IGNORE_INDEX)
         parts = {'loss_src': loss.item()}
+        if self.lc_weight:  # RIPU: on the source predictions, at the source label boundaries
+            term = local_consistency_loss(logits_s.softmax(dim=1), y_s)
+            loss = loss + self.lc_weight * term
+            parts['loss_lc'] = term.item()
         labeled = y_t != IGNORE_INDEX
-        need_target = labeled.any() or self.lc_weight or self.nl_weight
-        if need_target:
+        if labeled.any() or self.nl_weight:
             logits_t = segment_logits(model, x_t)
             if labeled.any():
                 target_ce = F.cross_entropy(logits_t, y_t, ignore_index=IGNORE_INDEX)
                 loss = loss + target_ce
                 parts['loss_tgt'] = target_ce.item()
-            probs = logits_t.softmax(dim=1)
-            if self.lc_weight:
-                term = local_consistency_loss(probs)
-                loss = loss + self.lc_weight * term
-                parts['loss_lc'] = term.item()
-            if self.nl_weight:
-                term = negative_learning_loss(probs, self.nl_threshold, mask=~labeled)
+            if self.nl_weight:  # RIPU: on every target pixel, revealed or not
+                term = negative_learning_loss(logits_t.softmax(dim=1), self.nl_threshold)
                 loss = loss + self.nl_weight * term
                 parts['loss_nl'] = term.item()
         return loss, parts

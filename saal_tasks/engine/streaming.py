@@ -1,0 +1,108 @@
+"""A partial-annotation round scored and selected a chunk of images at a time.
+
+When the unit selector chooses each image's units from that image alone
+(:attr:`~saal_tasks.core.selection.BaseUnitSelector.per_sample`), a round does not need every
+score map at once: each chunk of candidates is scored, its units chosen, and its maps dropped.
+Peak memory is one chunk's maps, and the round persists the per-image scores and the chosen
+units, not the maps (a Cityscapes round at 640 x 1280 would otherwise hold 2,975 float32
+maps, about 9.7 GB).
+
+Equality with scoring everything in one call rests on two contracts the distributed scoring
+already relies on: a sample's scores do not depend on the samples scored with it, and every
+chunk gets the round's generators in the same state, so a scorer that draws (the random
+baseline's key) draws what one call would.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from mmengine.logging import print_log
+
+from ..core.errors import ConfigError, ScoreError
+from ..core.scorer import ScoreResult, format_seconds, progress_muted
+from ..core.selection import Selection, SelectionContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loop import ActiveLearningLoop
+
+
+def check_scores(loop: 'ActiveLearningLoop', round_idx: int, result: ScoreResult) -> None:
+    """Refuse NaN or infinite scores, and per-sample scores where units are selected.
+
+    Raises:
+        ScoreError: Some scores are not finite (nothing is selected).
+        ConfigError: The selector needs unit maps the scorer does not give.
+    """
+    bad = ~np.isfinite(result.scores)
+    if bad.any():
+        raise ScoreError(
+            f'round {round_idx}: {int(bad.sum())} of {len(bad)} scores are NaN or infinite '
+            f'(sample ids {result.sample_ids[bad][:5].tolist()}); nothing was selected: '
+            'the model or the perturbation diverged, lower the learning rate or rho')
+    if loop.unit_mode and result.unit_scores is None and len(result.sample_ids):
+        raise ConfigError(f'{type(loop.selector).__name__} needs a score per unit, but '
+                          f'{type(loop.scorer).__name__} gives one per sample: choose a '
+                          "pixel scorer (e.g. dict(type='RegionImpurityScorer', ...))")
+
+
+def score_and_select(loop: 'ActiveLearningLoop', round_idx: int, candidates: np.ndarray,
+                     score_rng: np.random.Generator, select_rng: np.random.Generator
+                     ) -> tuple[ScoreResult, Selection]:
+    """Score ``candidates`` (``[N]``) and choose their units, ``loop.unit_chunk`` at a time.
+
+    Args:
+        loop: The running loop (task, model, scorer, per-sample unit selector).
+        round_idx: The round (for messages).
+        candidates: Sorted candidate ids, ``[N]``.
+        score_rng: The round's scoring generator (each chunk gets a copy in this state).
+        select_rng: The round's selection generator (likewise).
+
+    Returns:
+        The scores of every candidate (no unit maps) and the selection, both in candidate
+        order, as one call over all candidates would give them.
+    """
+    if loop.state is None or loop.model is None or loop.unit_chunk is None:
+        raise RuntimeError('score_and_select() needs a started run with a chunk size')
+    labeled = loop.state.labeled_ids()
+    model, chunk = loop.model, int(loop.unit_chunk)
+    ids_parts, score_parts, extras_parts, selections = [], [], [], []
+    seconds, began, logged = 0.0, time.perf_counter(), 0
+    every = max(1, int(getattr(loop.scorer, 'log_interval', 500)))
+    with progress_muted():
+        for begin in range(0, len(candidates), chunk):
+            ids = candidates[begin:begin + chunk]
+            part = loop.scoring.score(loop.task, model, ids, copy.deepcopy(score_rng),
+                                      labeled)
+            check_scores(loop, round_idx, part)
+            selections.append(loop.selector.select(SelectionContext(
+                candidate_ids=part.sample_ids, scores=part.scores, labeled_ids=labeled,
+                budget=None, rng=copy.deepcopy(select_rng), task=loop.task, model=model,
+                unit_scores=part.unit_scores, embed_batch_size=loop.embed_batch_size)))
+            ids_parts.append(part.sample_ids)
+            score_parts.append(part.scores)
+            extras_parts.append(part.extras)
+            seconds += part.seconds
+            done = begin + len(ids)
+            if done == len(candidates) or done - logged >= every or logged == 0:
+                logged = done
+                rate = done / max(time.perf_counter() - began, 1e-9)
+                left = ('' if done == len(candidates)
+                        else f', {format_seconds((len(candidates) - done) / rate)} left')
+                print_log(f'round {round_idx}: scored and selected {done}/{len(candidates)} '
+                          f'images ({rate:.2f} images/s{left})', logger='current')
+    keys = extras_parts[0].keys() if extras_parts else ()
+    result = ScoreResult(
+        sample_ids=np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64),
+        scores=np.concatenate(score_parts) if score_parts else np.zeros(0),
+        seconds=seconds,
+        extras={k: np.concatenate([e[k] for e in extras_parts]) for k in keys})
+    selection = Selection(
+        sample_ids=(np.concatenate([s.sample_ids for s in selections]) if selections
+                    else np.zeros(0, np.int64)),
+        scores=(np.concatenate([s.scores for s in selections]) if selections
+                else np.zeros(0)),
+        units=[u for s in selections for u in (s.units or [])])
+    return result, selection
