@@ -102,7 +102,9 @@ def _train_al(*args: str) -> subprocess.Popen:
 
 def test_ctrl_c_prints_the_round_and_the_exact_resume_command(tmp_path):
     work_dir = tmp_path / 'w'
-    options = ['--cfg-options', 'al.num_rounds=2', 'task.epochs=30', 'task.model.width=4']
+    # Long enough that the interrupt lands in round 1's training (30 epochs finished the whole
+    # run before the signal arrived on a fast machine).
+    options = ['--cfg-options', 'al.num_rounds=2', 'task.epochs=400', 'task.model.width=4']
     proc = _train_al('configs/cls/saal_cnn_digits.py', '--work-dir', str(work_dir), *options)
     deadline = time.time() + 300
     log = work_dir / 'run.log'
