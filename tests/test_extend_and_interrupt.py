@@ -94,17 +94,22 @@ def test_extension_killed_before_its_first_new_stage_resumes_the_same(tmp_path):
     assert [r['round'] for r in records] == [1, 2, 3] and records[1]['num_selected'] == 5
 
 
+def _default_sigint() -> None:
+    # A test run started in the background (nohup, `cmd &`) ignores SIGINT, and a Python
+    # started with SIGINT ignored never raises KeyboardInterrupt: give the child the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train_al(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'train_al.py'), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'},
+                            preexec_fn=_default_sigint)
 
 
 def test_ctrl_c_prints_the_round_and_the_exact_resume_command(tmp_path):
     work_dir = tmp_path / 'w'
-    # Long enough that the interrupt lands in round 1's training (30 epochs finished the whole
-    # run before the signal arrived on a fast machine).
-    options = ['--cfg-options', 'al.num_rounds=2', 'task.epochs=400', 'task.model.width=4']
+    options = ['--cfg-options', 'al.num_rounds=2', 'task.epochs=30', 'task.model.width=4']
     proc = _train_al('configs/cls/saal_cnn_digits.py', '--work-dir', str(work_dir), *options)
     deadline = time.time() + 300
     log = work_dir / 'run.log'
