@@ -53,6 +53,28 @@ class ScoreResult:
                              for k, v in self.extras.items()})
 
     @classmethod
+    def concatenate(cls, parts: list['ScoreResult'], seconds: float | None = None,
+                    with_units: bool = True) -> 'ScoreResult':
+        """The parts (shards or chunks of the candidates) as one result, in order.
+
+        Args:
+            parts: Results of consecutive pieces of the candidates, each with the same extras.
+            seconds: Wall time of the whole (default: the sum of the parts').
+            with_units: Keep the unit maps of the parts. Their ``unit_targets`` are not kept:
+                only scorers that wrap a pixel scorer read them, before results are joined.
+        """
+        if not parts:
+            return cls(sample_ids=np.zeros(0, np.int64), scores=np.zeros(0),
+                       seconds=seconds or 0.0)
+        units = [u for p in parts for u in (p.unit_scores or [])] if with_units else []
+        return cls(sample_ids=np.concatenate([p.sample_ids for p in parts]),
+                   scores=np.concatenate([p.scores for p in parts]),
+                   unit_scores=units or None,
+                   seconds=sum(p.seconds for p in parts) if seconds is None else seconds,
+                   extras={k: np.concatenate([p.extras[k] for p in parts])
+                           for k in parts[0].extras})
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> 'ScoreResult':
         """The result :meth:`save` wrote to ``path``."""
         with np.load(path, allow_pickle=False) as data:
@@ -116,10 +138,7 @@ class BaseScorer:
             return
         if done - last[0] >= self.log_interval or done == total or (last[0] == 0 < done):
             last[0] = done
-            elapsed = time.perf_counter() - start
-            rate = done / max(elapsed, 1e-9)
-            left = '' if done == total else f', {format_seconds((total - done) / rate)} left'
-            print_log(f'scoring {done}/{total} samples ({rate:.1f} samples/s{left})',
+            print_log(f'scoring {progress_text(done, total, start, "samples")}',
                       logger='current')
 
 
@@ -136,6 +155,14 @@ def progress_muted() -> Iterator[None]:
         yield
     finally:
         _MUTED.reset(token)
+
+
+def progress_text(done: int, total: int, start: float, what: str, digits: int = 1) -> str:
+    """``'done/total what (rate what/s, time left)'`` for progress lines since ``start``
+    (a ``time.perf_counter()`` reading)."""
+    rate = done / max(time.perf_counter() - start, 1e-9)
+    left = '' if done == total else f', {format_seconds((total - done) / rate)} left'
+    return f'{done}/{total} {what} ({rate:.{digits}f} {what}/s{left})'
 
 
 def format_seconds(seconds: float) -> str:

@@ -35,9 +35,4 @@ class ShardedScoring:
         part = self.scorer.score(task, model, shard(candidates, self.rank, self.world_size),
                                  rng, labeled_ids)
         parts = gather_in_rank_order(part)
-        extras = {k: np.concatenate([p.extras[k] for p in parts]) for k in part.extras}
-        units = [u for p in parts for u in (p.unit_scores or [])]
-        return ScoreResult(sample_ids=np.concatenate([p.sample_ids for p in parts]),
-                           scores=np.concatenate([p.scores for p in parts]),
-                           unit_scores=units or None,
-                           seconds=max(p.seconds for p in parts), extras=extras)
+        return ScoreResult.concatenate(parts, seconds=max(p.seconds for p in parts))

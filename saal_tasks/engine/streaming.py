@@ -22,7 +22,7 @@ import numpy as np
 from mmengine.logging import print_log
 
 from ..core.errors import ConfigError, ScoreError
-from ..core.scorer import ScoreResult, format_seconds, progress_muted
+from ..core.scorer import ScoreResult, progress_muted, progress_text
 from ..core.selection import Selection, SelectionContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,8 +68,8 @@ def score_and_select(loop: 'ActiveLearningLoop', round_idx: int, candidates: np.
         raise RuntimeError('score_and_select() needs a started run with a chunk size')
     labeled = loop.state.labeled_ids()
     model, chunk = loop.model, int(loop.unit_chunk)
-    ids_parts, score_parts, extras_parts, selections = [], [], [], []
-    seconds, began, logged = 0.0, time.perf_counter(), 0
+    parts, selections = [], []
+    began, logged = time.perf_counter(), 0
     every = max(1, int(getattr(loop.scorer, 'log_interval', 500)))
     with progress_muted():
         for begin in range(0, len(candidates), chunk):
@@ -81,28 +81,18 @@ def score_and_select(loop: 'ActiveLearningLoop', round_idx: int, candidates: np.
                 candidate_ids=part.sample_ids, scores=part.scores, labeled_ids=labeled,
                 budget=None, rng=copy.deepcopy(select_rng), task=loop.task, model=model,
                 unit_scores=part.unit_scores, embed_batch_size=loop.embed_batch_size)))
-            ids_parts.append(part.sample_ids)
-            score_parts.append(part.scores)
-            extras_parts.append(part.extras)
-            seconds += part.seconds
+            part.unit_scores = part.unit_targets = None  # the chunk's maps go here
+            parts.append(part)
             done = begin + len(ids)
             if done == len(candidates) or done - logged >= every or logged == 0:
                 logged = done
-                rate = done / max(time.perf_counter() - began, 1e-9)
-                left = ('' if done == len(candidates)
-                        else f', {format_seconds((len(candidates) - done) / rate)} left')
-                print_log(f'round {round_idx}: scored and selected {done}/{len(candidates)} '
-                          f'images ({rate:.2f} images/s{left})', logger='current')
-    keys = extras_parts[0].keys() if extras_parts else ()
-    result = ScoreResult(
-        sample_ids=np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64),
-        scores=np.concatenate(score_parts) if score_parts else np.zeros(0),
-        seconds=seconds,
-        extras={k: np.concatenate([e[k] for e in extras_parts]) for k in keys})
+                print_log(f'round {round_idx}: scored and selected '
+                          f'{progress_text(done, len(candidates), began, "images", 2)}',
+                          logger='current')
     selection = Selection(
         sample_ids=(np.concatenate([s.sample_ids for s in selections]) if selections
                     else np.zeros(0, np.int64)),
         scores=(np.concatenate([s.scores for s in selections]) if selections
                 else np.zeros(0)),
         units=[u for s in selections for u in (s.units or [])])
-    return result, selection
+    return ScoreResult.concatenate(parts), selection
