@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The acquisition benchmark on a CUDA device, capped at 5 minutes: the authors' loop, the
-# reference, fast exact and batch-wise engines, plain inference; SAM and ASAM; ResNet-18 at
-# 32x32, float32. Writes table.md and results.json under work_dirs/bench_acquisition/gpu_<time>/.
+# The GPU checks on a CUDA device:
+# 1. the acquisition benchmark, capped at 5 minutes: the authors' loop, the reference, fast
+#    exact and batch-wise engines, plain inference; SAM and ASAM; ResNet-18 at 32x32, float32.
+#    Writes table.md and results.json under work_dirs/bench_acquisition/gpu_<time>/;
+# 2. segmentation, capped at 4 minutes: the paper's DeepLab-v2 at 640x1280 trained through
+#    mmengine's Runner for 300 iterations (RIPU's recipe, LC/NL terms on), then one RI-SAAL
+#    selection at the 1024x2048 label resolution over 8 generated target images: it/s,
+#    selection s/image, peak GPU memory (work_dirs/bench_seg_training/gpu_<time>/).
 #
 #   benchmarks/gpu_check.sh                 # defaults below
 #   benchmarks/gpu_check.sh --pool 500      # any bench_acquisition.py option overrides them
+#   SEG_ONLY=1 benchmarks/gpu_check.sh      # only the segmentation check
 #
 # Exit codes: 0 done, 2 no CUDA device, 124 the 5-minute cap was hit (rerun with a smaller --pool).
 set -euo pipefail
@@ -19,9 +25,18 @@ if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,memory.used,utilization.gpu --format=csv
 fi
 
-OUT=work_dirs/bench_acquisition/gpu_$(date +%Y%m%d_%H%M%S)
+STAMP=$(date +%Y%m%d_%H%M%S)
+if [ -z "${SEG_ONLY:-}" ]; then
+OUT=work_dirs/bench_acquisition/gpu_$STAMP
 # Pool 1000 at chunk 128: about 2-3 minutes on a recent data-centre GPU, most of it the two
 # per-sample loops (authors, reference) and process start-ups; 290 s leaves time to write.
 timeout 290 "$PY" benchmarks/bench_acquisition.py --device cuda --pool 1000 --chunk 128 \
     --warmup 32 --out "$OUT" "$@"
 echo "gpu_check: table in $OUT/table.md"
+fi
+
+SEG_OUT=work_dirs/bench_seg_training/gpu_$STAMP
+timeout 240 "$PY" benchmarks/bench_seg_training.py --arch deeplab_v2 --size 640x1280 \
+    --units 1024x2048 --iters 300 --after 10 --images 8 --sources 8 --workers 4 \
+    --out "$SEG_OUT"
+echo "gpu_check: segmentation results in $SEG_OUT/results.json"

@@ -34,7 +34,7 @@ def _train(rank: int, world: int, port: int, root: str, out: str) -> None:
     cfg.task.source_size = cfg.task.target_size = SIZE
     cfg.task.log_interval = 1000
     if world > 1:
-        os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+        os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), LOCAL_RANK=str(rank))
         torch_dist.init_process_group('gloo', rank=rank, world_size=world)
     task = TASKS.build(cfg.task)
     # Reveal every pixel of two target images, so the target term takes part too.

@@ -46,11 +46,13 @@ def _stop_after(loop: ActiveLearningLoop, round_idx: int, stage: str) -> None:
 
 
 def _outputs(work_dir: Path) -> dict[str, bytes]:
-    """Every persisted result of a run, keyed by relative path (timings removed)."""
+    """Every persisted result of a run, keyed by relative path (timings removed; the
+    Runner's timestamped training logs are logs, not results)."""
     out = {}
     for path in sorted(work_dir.rglob('*')):
         rel = str(path.relative_to(work_dir))
-        if path.suffix in ('.json', '.npz', '.pth') and rel != 'manifest.json':
+        if path.suffix in ('.json', '.npz', '.pth') and rel != 'manifest.json' \
+                and 'train_logs' not in path.parts:
             out[rel] = path.read_bytes()
     records = [json.loads(line) for line in (work_dir / 'metrics.jsonl').read_text().split('\n')
                if line]
@@ -85,10 +87,12 @@ def test_two_selections_in_one_run(reference):
         assert all(0 < len(u) <= per_round for u in selected['units'])
         assert selected['num_units'] == records[r]['labeled_pixels'] - records[r - 1][
             'labeled_pixels']
-    # Iteration windows continue one run: optimizer state is saved with every round.
-    for r in (1, 2, 3):
+    # Iteration windows continue one run: the Runner's optimizer and scheduler state is saved
+    # with every round.
+    for r, stop in zip((1, 2, 3), (6, 9, 12)):
         state = torch.load(work_dir / f'rounds/round_{r:03d}/optim.pth', weights_only=True)
-        assert state['state'], 'momentum buffers are part of the saved optimizer state'
+        assert state['optimizer']['state'], 'momentum buffers are part of the saved state'
+        assert [s['last_step'] for s in state['param_schedulers']] == [stop]
 
 
 def test_revealed_labels_are_the_ground_truth_of_the_chosen_pixels(reference):

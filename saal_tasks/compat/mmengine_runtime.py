@@ -64,6 +64,26 @@ def isolated_runner_globals() -> Iterator[None]:
                         instance.removeHandler(handler)
 
 
+def runner_launch_args(distributed: bool) -> dict:
+    """The ``launcher`` and ``cfg`` arguments of a Runner in this process.
+
+    In a torchrun run the Runner trains data-parallel like mmdet's and mmseg's own tools
+    (``MMDistributedDataParallel``); on CPUs DDP needs ``device_ids=None``, which mmengine's
+    default wrapper (one device per local rank) does not pass. Buffers are not broadcast
+    every step; the tasks broadcast rank 0's once training ends.
+
+    Args:
+        distributed: Whether this process is one of several (``world_size > 1``).
+
+    Returns:
+        Keyword arguments for ``Runner(...)``.
+    """
+    cfg = (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', device_ids=None,
+                                       broadcast_buffers=False))
+           if distributed and not torch.cuda.is_available() else None)
+    return dict(launcher='pytorch' if distributed else 'none', cfg=cfg)
+
+
 @contextmanager
 def quiet_current_logger(level: str = 'WARNING') -> Iterator[None]:
     """Make a console-only logger at ``level`` the current one inside the block.
@@ -143,4 +163,4 @@ def load_checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 __all__ = ['isolated_runner_globals', 'load_checkpoint_weights', 'preserved_global_rng',
-           'quiet_current_logger', 'safe_checkpoint_globals']
+           'quiet_current_logger', 'runner_launch_args', 'safe_checkpoint_globals']

@@ -47,7 +47,7 @@ from ...compat.mmcv_ops import active_path
 from ...registry import TASKS
 from ...compat.mmengine_runtime import (isolated_runner_globals, load_checkpoint_weights,
                                         preserved_global_rng, quiet_current_logger,
-                                        safe_checkpoint_globals)
+                                        runner_launch_args, safe_checkpoint_globals)
 # .heads makes mmcv.ops importable before anything imports mmdet.
 from .heads import LevelProjections, build_head_adapter, select_pseudo_boxes
 from .data import ImagePool, LabeledSubset, flatten_dataset_cfg, labeled_loader_cfg, loader_cfg
@@ -506,15 +506,9 @@ class DetectionTask(BaseTask):
         distributed = rank_and_world()[1] > 1
         try:
             with preserved_global_rng(), isolated_runner_globals():
+                # In a torchrun run DefaultSampler gives each rank its part of the labeled
+                # set and DDP averages the gradients (runner_launch_args).
                 runner = Runner(
-                    # In a torchrun run the Runner trains data-parallel like mmdet's own
-                    # tools: DefaultSampler gives each rank its part of the labeled set and
-                    # DDP averages gradients (CPU DDP needs device_ids=None).
-                    launcher='pytorch' if distributed else 'none',
-                    cfg=dict(model_wrapper_cfg=dict(
-                        type='MMDistributedDataParallel', device_ids=None,
-                        broadcast_buffers=False))
-                    if distributed and not torch.cuda.is_available() else None,
                     model=model, work_dir=workdir,
                     # Exactly the labeled images, with the oracle's annotations.
                     train_dataloader=labeled_loader_cfg(
@@ -528,7 +522,7 @@ class DetectionTask(BaseTask):
                     custom_hooks=copy.deepcopy(self.custom_hooks),
                     default_scope='mmdet', randomness=dict(seed=seed),
                     env_cfg=dict(cudnn_benchmark=False), log_level=self.log_level,
-                    experiment_name='saal_detection')
+                    experiment_name='saal_detection', **runner_launch_args(distributed))
                 model = runner.train()
                 model = getattr(model, 'module', model)  # the DDP wrapper of a torchrun run
                 loss = runner.message_hub.get_scalar('train/loss').current()

@@ -3,7 +3,11 @@
 Modules:
     task: ``SegmentationTask``, the adapter (registered in ``TASKS``): labeled source, target
         images as the pool, partial pixel annotations, in-run or per-round training.
-    training: ``SourceTargetTrainer``, the task's training recipe and iteration loop.
+    training: ``SourceTargetTrainer``, the task's training recipe, run by mmengine's Runner.
+    adaptation_model: ``DomainAdaptiveSegmentor``, the source + target objective the Runner
+        trains (RIPU's optional terms included).
+    iterations: one iteration window of a run for the Runner (``IterationBatches``,
+        ``WindowTrainLoop``, the progress hook).
     annotations: revealed target pixels merged over rounds, and their compact persisted form.
     classes: the 16 shared classes and the SYNTHIA / Cityscapes id mappings (numpy only).
     data: ``SynthiaDataset`` and ``Cityscapes16Dataset`` for mmseg, layout checks, and the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -474,7 +475,10 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def load_batch(images: ImageSet, indices: np.ndarray, flips: np.ndarray,
-               revealed: PixelLabels | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               revealed: PixelLabels | None = None,
+               transform: Callable[[np.ndarray, np.ndarray, int],
+                                   tuple[np.ndarray, np.ndarray]] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch of ``images``, each optionally flipped horizontally.
 
     Args:
@@ -486,9 +490,14 @@ def load_batch(images: ImageSet, indices: np.ndarray, flips: np.ndarray,
             split's full labels. Revealed at another resolution (``revealed.shape``, e.g.
             Cityscapes' 1024 x 2048 labels), they are resized to the images' with nearest
             neighbours, as RIPU resizes its saved masks.
+        transform: Optional augmentation ``(image, label, position in the batch) -> (image,
+            label)`` applied to each sample after the flip (``task.train_pipeline``).
 
     Returns:
         Normalised images ``[B, 3, H, W]`` (float32) and labels ``[B, H, W]`` (int64).
+
+    Raises:
+        ConfigError: ``transform`` gave the samples of one batch different sizes.
     """
     pictures, labels = [], []
     for index, flip in zip(indices, flips):
@@ -498,6 +507,13 @@ def load_batch(images: ImageSet, indices: np.ndarray, flips: np.ndarray,
             label = images.resized(label, nearest=True)
         if flip:
             image, label = image[:, ::-1], label[:, ::-1]
+        if transform is not None:
+            image, label = transform(image, label, len(pictures))
         pictures.append(np.ascontiguousarray(image))
         labels.append(np.ascontiguousarray(label))
+    shapes = sorted({p.shape[:2] for p in pictures} | {lab.shape[:2] for lab in labels})
+    if len(shapes) > 1:
+        raise ConfigError(f'task.train_pipeline gave the samples of one batch the sizes '
+                          f'{shapes}: end it with a fixed size (RandomCrop with crop_size, or '
+                          'Resize with keep_ratio=False)')
     return to_tensor(pictures), torch.from_numpy(np.stack(labels)).long()

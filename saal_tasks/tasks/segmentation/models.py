@@ -26,6 +26,7 @@ resized to the input, differentiable in train and eval mode.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,8 @@ def model_config(model: Mapping[str, Any], num_classes: int) -> dict:
         A config for :func:`build_segmentor`.
 
     Raises:
-        ConfigError: ``arch`` names no builder of :data:`ARCHITECTURES`.
+        ConfigError: ``arch`` names no builder of :data:`ARCHITECTURES`, or an option is
+            not one of its builder's.
     """
     model = dict(model)
     if 'type' in model:  # a full mmseg segmentor config
@@ -251,7 +253,13 @@ def model_config(model: Mapping[str, Any], num_classes: int) -> dict:
     if arch not in ARCHITECTURES:
         raise ConfigError(f'task.model.arch must be one of {sorted(ARCHITECTURES)}, got '
                           f'{arch!r} (or give a full mmseg segmentor config with type)')
-    return ARCHITECTURES[arch](num_classes=num_classes, **model)
+    builder = ARCHITECTURES[arch]
+    accepted = set(inspect.signature(builder).parameters) - {'num_classes'}
+    unknown = sorted(set(model) - accepted)
+    if unknown:
+        raise ConfigError(f"task.model.{unknown[0]} is not an option of arch={arch!r}: it takes "
+                          f"{', '.join(sorted(accepted)) or 'no options'}")
+    return builder(num_classes=num_classes, **model)
 
 
 def build_segmentor(cfg: Mapping[str, Any]) -> nn.Module:

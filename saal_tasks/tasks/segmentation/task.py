@@ -23,12 +23,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmengine.device import get_device
 from torch import nn
 
 from ...core.errors import AnnotationError, ConfigError
 from ...core.task import BaseTask
 from ...registry import TASKS
 from .annotations import PixelAnnotationFormat, PixelLabels
+from .augment import TrainPipeline
 from .pictures import draw_revealed
 from .classes import CLASSES16, IGNORE_INDEX
 from .data import ImageSet, to_tensor
@@ -73,6 +75,14 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             batch (RIPU: 1.0; 0 = off).
         negative_learning_threshold: Probability below which a class is a negative label.
         flip: Random horizontal flips in training.
+        train_pipeline: mmseg/mmcv augmentations applied to every training sample after the
+            resize and flip (``RandomCrop``, ``RandomFlip``, ``PhotoMetricDistortion``, ...;
+            see ``augment.py``); ``None`` = none (RIPU's SYNTHIA protocol).
+        amp: Automatic mixed precision in training (mmengine's ``AmpOptimWrapper``; CUDA).
+        num_workers: Data-loading processes in training (0: load in the training process).
+        vis_backends: mmengine visualizer backends for the training scalars, e.g.
+            ``[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]``; they
+            write under the round's ``train_logs``.
         cache_images: Keep decoded images in memory (demo-sized data).
         val_limit: Evaluate on the first ``val_limit`` images only (``None`` = all).
         eval_batch_size: Images per forward pass in evaluation.
@@ -81,6 +91,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
     Attributes:
         trainer: The training recipe built from the training options
             (:class:`~.training.SourceTargetTrainer`); it runs :meth:`train_steps`.
+        device: Where the model trains, scores and evaluates: mmengine's device (CUDA when
+            present; ``CUDA_VISIBLE_DEVICES=`` keeps a run on the CPU).
         labels: The revealed target pixels (:class:`~.annotations.PixelLabels`).
     """
 
@@ -96,6 +108,9 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
                  iters_per_round: int = 1000, local_consistency_weight: float = 0.0,
                  negative_learning_weight: float = 0.0,
                  negative_learning_threshold: float = 0.05, flip: bool = True,
+                 train_pipeline: Sequence[dict] | None = None,
+                 amp: bool = False, num_workers: int = 0,
+                 vis_backends: Sequence[dict] = (dict(type='LocalVisBackend'),),
                  cache_images: bool = False, val_limit: int | None = None,
                  eval_batch_size: int = 2, log_interval: int = 50) -> None:
         for name, value in (('batch_size', batch_size), ('target_batch_size', target_batch_size),
@@ -103,6 +118,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
                             ('eval_batch_size', eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f'task.{name} must be an integer >= 1, got {value!r}')
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f'task.num_workers must be an integer >= 0, got {num_workers!r}')
         if not lr > 0:
             raise ConfigError(f'task.lr must be > 0, got {lr!r}')
         self.model_cfg = model_config(model, num_classes=len(CLASSES16))
@@ -121,7 +138,13 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,
             poly_power=poly_power, lc_weight=local_consistency_weight,
             nl_weight=negative_learning_weight, nl_threshold=negative_learning_threshold,
-            flip=flip, log_interval=log_interval)
+            flip=flip, log_interval=log_interval, amp=bool(amp), num_workers=num_workers,
+            vis_backends=tuple(dict(b) for b in vis_backends),
+            pipeline=None if train_pipeline is None else TrainPipeline(train_pipeline))
+        if amp:
+            self.trainer.optim_wrapper_cfg()  # refuses AMP without CUDA before any training
+        self.device = torch.device(get_device())
+        self._log_dir: Path | None = None
         self.iters_per_round = iters_per_round
         self.eval_batch_size = eval_batch_size
         height, width = self.units.size
@@ -209,7 +232,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         try:
             with torch.no_grad():
                 for k, sid in enumerate(ids):
-                    classes = self.pseudo_label(model, to_tensor([self.target.get(int(sid))[0]]))
+                    classes = self.pseudo_label(
+                        model, to_tensor([self.target.get(int(sid))[0]]).to(self.device)).cpu()
                     pixels = np.asarray(units[k], dtype=np.int64)
                     found[int(sid)] = {'units': pixels,
                                        'labels': classes[0].reshape(-1)[pixels].numpy()
@@ -254,7 +278,7 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
     def build_model(self, seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return build_segmentor(self.model_cfg)
+            return build_segmentor(self.model_cfg).to(self.device)
 
     def train(self, model: nn.Module, labeled_ids: np.ndarray, seed: int) -> nn.Module:
         model, _ = self.train_steps(model, labeled_ids, seed, 0, self.iters_per_round,
@@ -273,7 +297,11 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             raise ConfigError('task.source is None: this segmentation task only scores and '
                               'queries; configure a source dataset to train')
         return self.trainer.run(model, self.source, self.target, self.labels, seed, start,
-                                stop, total, optim_state)
+                                stop, total, optim_state, self._log_dir)
+
+    def use_log_dir(self, folder: Path | None) -> None:
+        """The Runner of the next training writes its logs and scalars there."""
+        self._log_dir = folder
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """mIoU over 16 and 13 classes, pixel accuracy and per-class IoU on ``val``.
@@ -292,7 +320,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
                 for start in range(0, len(self.val), self.eval_batch_size):
                     indices = range(start, min(start + self.eval_batch_size, len(self.val)))
                     pairs = [self.val.for_evaluation(i) for i in indices]
-                    logits = segment_logits(model, to_tensor([image for image, _ in pairs]))
+                    logits = segment_logits(model, to_tensor([image for image, _ in pairs])
+                                            .to(self.device))
                     for k, (_, label) in enumerate(pairs):
                         full = F.interpolate(logits[k:k + 1], size=label.shape,
                                              mode='bilinear', align_corners=False)
@@ -307,7 +336,7 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         ids = np.asarray(sample_ids, dtype=np.int64)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
-            yield chunk, to_tensor([self.target.get(int(i))[0] for i in chunk])
+            yield chunk, to_tensor([self.target.get(int(i))[0] for i in chunk]).to(self.device)
 
     @property
     def unit_shape(self) -> tuple[int, int]:

@@ -1,36 +1,41 @@
-"""RIPU's training iterations: a labeled source batch and a partially labeled target batch.
+"""RIPU's training recipe, run by mmengine's Runner one iteration window at a time.
 
 :class:`SourceTargetTrainer` holds the recipe of :class:`~.task.SegmentationTask` (SGD with a
-faster decode head, poly learning rate, batch sizes, flips, the optional RIPU terms) and runs
-an iteration window ``[start, stop)`` of one ``total``-iteration run. Every iteration draws a
-source batch (full labels) and a target batch (labels only where revealed) from one seeded
-generator; loss = source CE + CE on revealed target pixels (+ RIPU's optional terms: local
-consistency on the source batch's label boundaries, negative learning on every target pixel).
+faster decode head, poly learning rate, batch sizes, flips, the optional RIPU terms) and turns
+it into mmengine's configs at the edge: an ``optim_wrapper`` with the head's learning-rate
+factor as ``paramwise_cfg.custom_keys``, a ``PolyLR`` ``param_scheduler`` over the whole run,
+and a :class:`~.iterations.WindowTrainLoop` for the window ``[start, stop)``. The Runner then
+owns the device (CUDA when present, CPU otherwise), automatic mixed precision
+(``AmpOptimWrapper``), data-parallel training (``MMDistributedDataParallel`` under torchrun)
+and the scalar logs (its visualizer's backends). Every iteration draws a source batch (full
+labels) and a target batch (labels only where revealed); the objective is
+:class:`~.adaptation_model.DomainAdaptiveSegmentor`'s.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.runner import Runner
 from torch import nn
+from torch.utils.data import DataLoader
 
-from ...core.dist import average_gradients, broadcast_buffers, rank_and_world
+from ...compat.mmengine_runtime import (isolated_runner_globals, preserved_global_rng,
+                                        quiet_current_logger, runner_launch_args)
+from ...core.dist import broadcast_buffers, rank_and_world
 from ...core.errors import ConfigError
-from ...core.scorer import format_seconds
+from .adaptation_model import DomainAdaptiveSegmentor
 from .annotations import PixelLabels
-from .classes import IGNORE_INDEX
-from .data import ImageSet, load_batch
-from .losses import local_consistency_loss, negative_learning_loss
-from .models import segment_logits
+from .augment import TrainPipeline
+from .data import ImageSet
+from .iterations import IterationBatches, TrainProgressHook, draw_window, unwrap_single
 
-__all__ = ['LOSS_TERMS', 'SourceTargetTrainer']
-
-#: The loss terms an iteration may log, in log order.
-LOSS_TERMS = ('loss_src', 'loss_tgt', 'loss_lc', 'loss_nl')
+__all__ = ['SourceTargetTrainer']
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,11 @@ class SourceTargetTrainer:
         nl_threshold: Probability below which a class is a negative label.
         flip: Random horizontal flips.
         log_interval: Training progress every this many iterations.
+        amp: Automatic mixed precision (mmengine's ``AmpOptimWrapper``; needs CUDA).
+        num_workers: Data-loading processes (0: load in the training process).
+        vis_backends: mmengine visualizer backends for the training scalars (e.g.
+            ``dict(type='TensorboardVisBackend')``).
+        pipeline: mmseg/mmcv augmentation of every training sample, or ``None``.
     """
 
     batch_size: int
@@ -64,124 +74,103 @@ class SourceTargetTrainer:
     nl_threshold: float
     flip: bool
     log_interval: int
+    amp: bool = False
+    num_workers: int = 0
+    vis_backends: tuple = field(default=(dict(type='LocalVisBackend'),))
+    pipeline: TrainPipeline | None = None
 
-    def optimizer(self, model: nn.Module) -> torch.optim.SGD:
-        """SGD over ``model`` with two groups: the backbone (``lr``), the decode head
-        (``lr * head_lr_mult``)."""
-        head = [p for p in model.decode_head.parameters() if p.requires_grad]
-        head_ids = {id(p) for p in head}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-        return torch.optim.SGD([dict(params=rest, lr=self.lr),
-                                dict(params=head, lr=self.lr * self.head_lr_mult)],
-                               lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay)
+    def optim_wrapper_cfg(self) -> dict:
+        """mmengine's ``optim_wrapper`` config: SGD, the decode head at ``head_lr_mult``."""
+        if self.amp and not torch.cuda.is_available():
+            raise ConfigError('task.amp=True needs a CUDA device (mmengine\'s AmpOptimWrapper '
+                              'autocasts on CUDA): set task.amp=False on this machine')
+        return dict(type='AmpOptimWrapper' if self.amp else 'OptimWrapper',
+                    optimizer=dict(type='SGD', lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay),
+                    # Substring match on parameter names: segmentor.decode_head.*
+                    paramwise_cfg=dict(custom_keys={'decode_head': dict(
+                        lr_mult=self.head_lr_mult)}))
 
-    def loss(self, model: nn.Module, x_s: torch.Tensor, y_s: torch.Tensor,
-             x_t: torch.Tensor, y_t: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Source CE + CE on revealed target pixels (+ optional RIPU terms) and its parts.
+    def param_scheduler_cfg(self, total: int) -> dict:
+        """mmengine's poly schedule, RIPU's ``lr * (1 - it / total) ** power`` at iteration
+        ``it``.
 
-        Args:
-            model: The segmentor in training mode.
-            x_s: Source images ``[B_s, 3, H_s, W_s]``.
-            y_s: Source labels ``[B_s, H_s, W_s]`` (255 = ignore).
-            x_t: Target images ``[B_t, 3, H_t, W_t]``.
-            y_t: Target labels ``[B_t, H_t, W_t]``, 255 where not revealed.
-
-        Returns:
-            The scalar loss (graph kept) and the value of each term it has, keyed by
-            :data:`LOSS_TERMS` (no ``loss_tgt`` when no target pixel is revealed).
+        mmengine's ``PolyLR`` decays to ``eta_min`` at iteration ``end - 1``
+        (``total_iters = end - begin - 1``), so ``end = total + 1`` gives RIPU's horizon.
         """
-        logits_s = segment_logits(model, x_s)
-        loss = F.cross_entropy(logits_s, y_s, ignore_index=IGNORE_INDEX)
-        parts = {'loss_src': loss.item()}
-        if self.lc_weight:  # RIPU: on the source predictions, at the source label boundaries
-            term = local_consistency_loss(logits_s.softmax(dim=1), y_s)
-            loss = loss + self.lc_weight * term
-            parts['loss_lc'] = term.item()
-        labeled = y_t != IGNORE_INDEX
-        if labeled.any() or self.nl_weight:
-            logits_t = segment_logits(model, x_t)
-            if labeled.any():
-                target_ce = F.cross_entropy(logits_t, y_t, ignore_index=IGNORE_INDEX)
-                loss = loss + target_ce
-                parts['loss_tgt'] = target_ce.item()
-            if self.nl_weight:  # RIPU: on every target pixel, revealed or not
-                term = negative_learning_loss(logits_t.softmax(dim=1), self.nl_threshold)
-                loss = loss + self.nl_weight * term
-                parts['loss_nl'] = term.item()
-        return loss, parts
+        return dict(type='PolyLR', eta_min=0.0, power=self.poly_power, begin=0, end=total + 1,
+                    by_epoch=False)
 
     def run(self, model: nn.Module, source: ImageSet, target: ImageSet, revealed: PixelLabels,
-            seed: int, start: int, stop: int, total: int, optim_state: dict | None
-            ) -> tuple[nn.Module, dict]:
-        """Train iterations ``[start, stop)`` of a ``total``-iteration run.
+            seed: int, start: int, stop: int, total: int, optim_state: dict | None,
+            log_dir: Path | None = None) -> tuple[nn.Module, dict]:
+        """Train iterations ``[start, stop)`` of a ``total``-iteration run with a Runner.
 
         Args:
-            model: The segmentor to train (in place).
+            model: The segmentor to train (in place; the Runner moves it to its device).
             source: The labeled source split.
             target: The target pool; batches are drawn from all of it.
             revealed: The revealed target pixels (the target labels).
-            seed: Seed of the window's batches and flips.
+            seed: Seed of the window's batches, flips and the Runner's randomness.
             start: First iteration (0-based).
             stop: End of the window (exclusive).
             total: Iterations of the whole run (the poly schedule's horizon).
-            optim_state: Optimizer ``state_dict`` at ``start``, or ``None``.
+            optim_state: What this method returned at ``start``, or ``None``.
+            log_dir: Folder for the Runner's logs and scalars (``None``: a temporary one).
 
         Returns:
-            The model and the optimizer's ``state_dict`` at ``stop``.
+            The model and ``{'optimizer': ..., 'param_schedulers': [...]}`` at ``stop``.
 
         Raises:
-            ConfigError: The batch sizes do not split evenly over the processes.
+            ConfigError: The batch sizes do not split evenly over the processes, or AMP
+                without CUDA.
         """
         rank, world = rank_and_world()
         if self.batch_size % world or self.target_batch_size % world:
             raise ConfigError(f'task.batch_size ({self.batch_size}) and task.target_batch_size '
                               f'({self.target_batch_size}) must be multiples of the number of '
                               f'processes ({world}): each takes an equal part of every batch')
-        optimizer = self.optimizer(model)
-        if optim_state is not None:
-            optimizer.load_state_dict(optim_state)
-        # Distributed: every rank draws the same global batches (same generator) and trains on
-        # its part; averaged gradients keep the ranks' weights identical.
-        rng = np.random.default_rng(seed)
-        # Target batches come from the whole pool: CE only where pixels are revealed, the
-        # optional unsupervised terms everywhere (RIPU draws target images the same way).
-        num_source, num_target = len(source), len(target)
-        model.train()
-        began, losses = time.perf_counter(), []
-        for it in range(start, stop):
-            factor = (1 - it / total) ** self.poly_power
-            for group, base in zip(optimizer.param_groups,
-                                   (self.lr, self.lr * self.head_lr_mult)):
-                group['lr'] = base * factor
-            src = rng.integers(num_source, size=self.batch_size)
-            tgt = rng.integers(num_target, size=self.target_batch_size)
-            flips = rng.random(self.batch_size + self.target_batch_size) < 0.5 if self.flip \
-                else np.zeros(self.batch_size + self.target_batch_size, bool)
-            src_flips, tgt_flips = flips[:self.batch_size], flips[self.batch_size:]
-            if world > 1:
-                src, src_flips, tgt, tgt_flips = (np.array_split(a, world)[rank] for a in
-                                                  (src, src_flips, tgt, tgt_flips))
-            x_s, y_s = load_batch(source, src, src_flips)
-            x_t, y_t = load_batch(target, tgt, tgt_flips, revealed)
-            loss, parts = self.loss(model, x_s, y_s, x_t, y_t)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(model.parameters())
-            optimizer.step()
-            losses.append(parts)
-            done = it + 1 - start
-            if done % self.log_interval == 0 or it + 1 == stop:
-                # A term is averaged over the iterations that had it (no revealed pixels in
-                # a target batch: no target term).
-                keys = [k for k in LOSS_TERMS if any(k in p for p in losses)]
-                mean = {k: float(np.mean([p[k] for p in losses if k in p])) for k in keys}
-                text = ', '.join(f'{k} {v:.4f}' for k, v in mean.items())
-                rate = done / (time.perf_counter() - began)
-                # Left until this stretch ends (the next selection or the end of training).
-                left = '' if it + 1 == stop else f', {format_seconds((stop - it - 1) / rate)} left'
-                print_log(f'iter {it + 1}/{total}: {text}, lr {optimizer.param_groups[0]["lr"]:.2e}'
-                          f' ({rate:.1f} it/s{left})', logger='current')
-                losses = []
+        # Distributed: every rank draws the same global batches (same generator) and trains
+        # on its part; DDP averages the gradients, so the ranks' weights stay identical.
+        draws = draw_window(seed, start, stop, len(source), len(target), self.batch_size,
+                            self.target_batch_size, self.flip)
+        loader = DataLoader(IterationBatches(source, target, revealed, draws, rank, world,
+                                             self.pipeline, seed, start),
+                            batch_size=1, shuffle=False, num_workers=self.num_workers,
+                            collate_fn=unwrap_single)
+        wrapper = DomainAdaptiveSegmentor(model, self.lc_weight, self.nl_weight,
+                                          self.nl_threshold)
+        # The progress lines go to the run's log, which is current until the Runner starts.
+        progress = TrainProgressHook(MMLogger.get_current_instance(), self.log_interval, total)
+        # Built here rather than by the Runner: mmengine's constructor logs one warning per
+        # parameter without gradient (every frozen batch norm of DeepLab-v2), each window.
+        with quiet_current_logger('ERROR'):
+            optim_wrapper = build_optim_wrapper(wrapper, self.optim_wrapper_cfg())
+        workdir = str(log_dir) if log_dir else tempfile.mkdtemp(prefix='saal_seg_runner_')
+        try:
+            with preserved_global_rng(), isolated_runner_globals():
+                runner = Runner(
+                    model=wrapper, work_dir=workdir, train_dataloader=loader,
+                    optim_wrapper=optim_wrapper,
+                    param_scheduler=self.param_scheduler_cfg(total),
+                    train_cfg=dict(type='WindowTrainLoop', begin=start, max_iters=stop,
+                                   state=optim_state),
+                    default_hooks=dict(timer=dict(type='IterTimerHook'),
+                                       logger=dict(type='LoggerHook',
+                                                   interval=self.log_interval),
+                                       param_scheduler=dict(type='ParamSchedulerHook'),
+                                       checkpoint=None),
+                    custom_hooks=[progress],
+                    visualizer=dict(type='Visualizer', vis_backends=list(self.vis_backends)),
+                    randomness=dict(seed=seed), env_cfg=dict(cudnn_benchmark=False),
+                    # The Runner's own lines (environment, config) stay in its log file.
+                    log_level='WARNING', experiment_name='saal_segmentation',
+                    **runner_launch_args(world > 1))
+                runner.train()
+                state = runner.train_loop.window_state()
+        finally:
+            if not log_dir:
+                shutil.rmtree(workdir, ignore_errors=True)
+        # DDP here does not broadcast buffers each step: score with rank 0's statistics.
         broadcast_buffers(model)
-        return model, optimizer.state_dict()
+        return model, state
