@@ -341,3 +341,17 @@ def test_frozen_batch_norm_is_ripus():
     default = seg.build_segmentor(seg.model_config(dict(arch='deeplab_v2'), 16)).train()
     assert all(m.training for m in default.backbone.modules()
                if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_builder_options_are_checked():
+    """An option the architecture's builder does not take is one ConfigError naming it and
+    the options there are (not a TypeError from the builder)."""
+    from saal_tasks.core.errors import ConfigError
+    from saal_tasks.tasks.segmentation import models as seg
+    with pytest.raises(ConfigError, match=r"task\.model\.freeze_bn is not an option of "
+                                          r"arch='tiny': it takes no options"):
+        seg.model_config(dict(arch='tiny', freeze_bn=True), 16)
+    with pytest.raises(ConfigError, match=r'task\.model\.weights is not an option of '
+                                          r"arch='deeplab_v2': it takes backbone_weights, "
+                                          'freeze_bn'):
+        seg.model_config(dict(arch='deeplab_v2', weights='x.pth'), 16)
