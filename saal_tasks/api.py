@@ -218,7 +218,7 @@ def query_with_model(config: str | Path | Config | Mapping[str, Any],
         depends_on={'config': config_hash(plain_config(cfg)),
                     'checkpoint': sha256_file(checkpoint),
                     'data': str(Path(data).resolve()) if data is not None else None},
-        sources=sources)
+        sources=sources, unit_chunk=cfg.get('al', {}).get('unit_chunk', 16))
     num_units = None if outcome.units is None else int(sum(len(u) for u in outcome.units))
     outcome.report = query_report(
         out, task, outcome.result.sample_ids, outcome.result.scores, outcome.sample_ids,

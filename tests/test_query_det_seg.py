@@ -270,6 +270,36 @@ def test_segmentation_budget_keeps_the_best_images(seg_run, tmp_path):
     assert 'picked 2 of 6' in two.stdout
 
 
+@pytest.mark.parametrize('budget', [None, 2])
+def test_segmentation_query_streams_chunks_as_one_call(seg_run, tmp_path, budget):
+    """A query scores and selects al.unit_chunk images at a time, as a round does: the picks,
+    their pixels and every score equal one call over all images, and no map is written."""
+    cfg, _, demo, work_dir = seg_run
+    folder = demo / 'cityscapes' / 'leftImg8bit' / 'train'
+    task = TASKS.build(SegmentationTask.query_config(cfg.task, str(folder)))
+    model = load_model_file(task, work_dir / 'rounds/round_001/model.pth')
+    outcomes = {chunk: run_query(task, SCORERS.build(cfg.scorer), SELECTORS.build(cfg.selector),
+                                 model, budget, tmp_path / f'chunk_{chunk}', unit_chunk=chunk)
+                for chunk in (None, 4, 1)}
+    whole = outcomes[None]
+    for chunk in (4, 1):
+        got = outcomes[chunk]
+        assert got.sample_ids.tolist() == whole.sample_ids.tolist()
+        assert [u.tolist() for u in got.units] == [u.tolist() for u in whole.units]
+        assert got.scores.tolist() == whole.scores.tolist()
+        assert got.result.scores.tolist() == whole.result.scores.tolist()
+        assert (tmp_path / f'chunk_{chunk}' / 'selected.json').read_bytes() == \
+            (tmp_path / 'chunk_None' / 'selected.json').read_bytes()
+        with np.load(tmp_path / f'chunk_{chunk}' / 'scores.npz') as saved:
+            assert not [k for k in saved.files if k.startswith('units_')]
+    with np.load(tmp_path / 'chunk_None' / 'scores.npz') as saved:
+        assert [k for k in saved.files if k.startswith('units_')]  # one call keeps its maps
+    # Rerun on a finished folder: nothing is scored again, the same picks come back.
+    again = run_query(task, SCORERS.build(cfg.scorer), SELECTORS.build(cfg.selector), model,
+                      budget, tmp_path / 'chunk_4', unit_chunk=4)
+    assert again.sample_ids.tolist() == whole.sample_ids.tolist()
+
+
 def test_bad_segmentation_data_is_one_line(seg_run, tmp_path):
     _, config, _, work_dir = seg_run
     (tmp_path / 'labels.json').write_text('{}')

@@ -38,6 +38,7 @@ from ..core.selection import BaseSelector, Selection, SelectionContext
 from ..core.task import BaseTask
 from .options import check_pairing
 from .stages import STREAM_SCORE, STREAM_SELECT
+from .streaming import score_and_select_chunks
 
 #: The query's own record in its output folder.
 QUERY_RECORD = 'query.json'
@@ -141,7 +142,7 @@ def run_query(task: BaseTask, scorer: BaseScorer, selector: BaseSelector, model:
               labeled_ids: np.ndarray | None = None, candidate_ids: np.ndarray | None = None,
               depends_on: Mapping[str, Any] | None = None,
               sources: Mapping[int, str] | None = None,
-              embed_batch_size: int = 256) -> QueryOutcome:
+              embed_batch_size: int = 256, unit_chunk: int | None = 16) -> QueryOutcome:
     """Score the candidates with ``model``, select ``budget`` of them and export them.
 
     With a whole-sample selector ``budget`` samples are picked. A unit selector (partial
@@ -166,6 +167,9 @@ def run_query(task: BaseTask, scorer: BaseScorer, selector: BaseSelector, model:
             recorded in the fingerprint.
         sources: Original file of each id (written to ``selected.csv``).
         embed_batch_size: Samples per forward pass for selectors' embeddings.
+        unit_chunk: With a per-sample unit selector, candidates scored and selected this many
+            at a time (``al.unit_chunk``, as the loop): memory stays at one chunk's maps and
+            ``scores.npz`` holds no maps. ``None``: all in one call, maps saved.
 
     Returns:
         The picks, their units and the model's predictions for them, and every candidate's
@@ -207,18 +211,39 @@ def run_query(task: BaseTask, scorer: BaseScorer, selector: BaseSelector, model:
         record['stages'].append(stage)
         atomic_write_json(out / QUERY_RECORD, record)
 
-    if 'score' in record['stages']:
-        result = ScoreResult.load(out / 'scores.npz')
-    else:
-        result = scorer.score(task, model, candidates,
-                              np.random.default_rng([seed, round_idx, STREAM_SCORE]), labeled)
-        if unit_mode and result.unit_scores is None:
+    def check(part: ScoreResult) -> None:
+        if unit_mode and part.unit_scores is None and len(part.sample_ids):
             raise ConfigError(f'{type(selector).__name__} needs a score per unit, but '
                               f'{type(scorer).__name__} gives one per sample: choose a pixel '
                               "scorer (e.g. dict(type='RegionImpurityScorer', ...))")
+        if not np.isfinite(part.scores).all():
+            raise ConfigError(f'{int((~np.isfinite(part.scores)).sum())} scores are NaN or '
+                              'infinite: the model or the perturbation diverged')
+
+    score_rng = np.random.default_rng([seed, round_idx, STREAM_SCORE])
+    select_rng = np.random.default_rng([seed, round_idx, STREAM_SELECT])
+    streamed = unit_mode and getattr(selector, 'per_sample', False) and unit_chunk is not None
+    if streamed and 'select' not in record['stages']:
+        # Scored and selected a chunk at a time, as a round of the loop; both files are
+        # written once every chunk is done (a killed query scores again).
+        result, selection = score_and_select_chunks(
+            task, model, selector, candidates, labeled,
+            lambda ids, rng: scorer.score(task, model, ids, rng, labeled), check,
+            score_rng, select_rng, int(unit_chunk), embed_batch_size, 'query')
+        atomic_write(out / 'scores.npz', lambda f: result.save(f, with_units=False))
+        done('score')
+        selection = _top_samples(selection, budget)
+        atomic_write_json(out / 'selected.json', {'sample_ids': selection.sample_ids.tolist(),
+                                                  **selection.record()})
+        done('select')
+    if 'score' in record['stages']:
+        result = ScoreResult.load(out / 'scores.npz')
+    else:
+        result = scorer.score(task, model, candidates, score_rng, labeled)
+        check(result)
         atomic_write(out / 'scores.npz', lambda f: result.save(f, with_units=unit_mode))
         done('score')
-    if not np.isfinite(result.scores).all():
+    if not np.isfinite(result.scores).all():  # also when read back from an earlier run
         raise ConfigError(f'{int((~np.isfinite(result.scores)).sum())} scores are NaN or '
                           'infinite: the model or the perturbation diverged')
 
@@ -228,7 +253,7 @@ def run_query(task: BaseTask, scorer: BaseScorer, selector: BaseSelector, model:
         context = SelectionContext(
             candidate_ids=result.sample_ids, scores=result.scores, labeled_ids=labeled,
             budget=None if unit_mode else int(budget),  # type: ignore[arg-type]
-            rng=np.random.default_rng([seed, round_idx, STREAM_SELECT]), task=task,
+            rng=select_rng, task=task,
             model=model, unit_scores=result.unit_scores if unit_mode else None,
             embed_batch_size=embed_batch_size)
         selection = selector.select(context)

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from mmengine.logging import print_log
+from torch import nn
 
 from ..core.errors import ConfigError, ScoreError
 from ..core.scorer import ScoreResult, progress_muted, progress_text
-from ..core.selection import Selection, SelectionContext
+from ..core.selection import BaseSelector, Selection, SelectionContext
+from ..core.task import BaseTask
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import ActiveLearningLoop
@@ -67,26 +69,59 @@ def score_and_select(loop: 'ActiveLearningLoop', round_idx: int, candidates: np.
     if loop.state is None or loop.model is None or loop.unit_chunk is None:
         raise RuntimeError('score_and_select() needs a started run with a chunk size')
     labeled = loop.state.labeled_ids()
-    model, chunk = loop.model, int(loop.unit_chunk)
+    return score_and_select_chunks(
+        loop.task, loop.model, loop.selector, candidates, labeled,
+        lambda ids, rng: loop.scoring.score(loop.task, loop.model, ids, rng, labeled),
+        lambda part: check_scores(loop, round_idx, part), score_rng, select_rng,
+        int(loop.unit_chunk), loop.embed_batch_size, f'round {round_idx}',
+        max(1, int(getattr(loop.scorer, 'log_interval', 500))))
+
+
+def score_and_select_chunks(task: BaseTask, model: nn.Module, selector: BaseSelector,
+                            candidates: np.ndarray, labeled: np.ndarray,
+                            score: Callable[[np.ndarray, np.random.Generator], ScoreResult],
+                            check: Callable[[ScoreResult], None],
+                            score_rng: np.random.Generator, select_rng: np.random.Generator,
+                            chunk: int, embed_batch_size: int, what: str,
+                            log_every: int = 500) -> tuple[ScoreResult, Selection]:
+    """Score and select ``chunk`` candidates at a time (a round of the loop, or a query).
+
+    Args:
+        task: The task of the candidates.
+        model: The model that scores.
+        selector: A per-sample unit selector.
+        candidates: Sorted candidate ids, ``[N]``.
+        labeled: Labeled ids, ``[L]`` (seen by the scorer and the selector).
+        score: ``score(ids, rng)``: the scores of ``ids`` with their unit maps.
+        check: Raises on scores that must not be selected from (NaN, no unit maps).
+        score_rng: The scoring generator (each chunk gets a copy in this state).
+        select_rng: The selection generator (likewise).
+        chunk: Candidates per chunk.
+        embed_batch_size: Samples per forward pass for selectors' embeddings.
+        what: Prefix of the progress lines (``'round 2'``, ``'query'``).
+        log_every: A progress line at least every this many images.
+
+    Returns:
+        The scores of every candidate (no unit maps) and the selection, both in candidate
+        order, as one call over all candidates would give them.
+    """
     parts, selections = [], []
     began, logged = time.perf_counter(), 0
-    every = max(1, int(getattr(loop.scorer, 'log_interval', 500)))
     with progress_muted():
         for begin in range(0, len(candidates), chunk):
             ids = candidates[begin:begin + chunk]
-            part = loop.scoring.score(loop.task, model, ids, copy.deepcopy(score_rng),
-                                      labeled)
-            check_scores(loop, round_idx, part)
-            selections.append(loop.selector.select(SelectionContext(
+            part = score(ids, copy.deepcopy(score_rng))
+            check(part)
+            selections.append(selector.select(SelectionContext(
                 candidate_ids=part.sample_ids, scores=part.scores, labeled_ids=labeled,
-                budget=None, rng=copy.deepcopy(select_rng), task=loop.task, model=model,
-                unit_scores=part.unit_scores, embed_batch_size=loop.embed_batch_size)))
+                budget=None, rng=copy.deepcopy(select_rng), task=task, model=model,
+                unit_scores=part.unit_scores, embed_batch_size=embed_batch_size)))
             part.unit_scores = part.unit_targets = None  # the chunk's maps go here
             parts.append(part)
             done = begin + len(ids)
-            if done == len(candidates) or done - logged >= every or logged == 0:
+            if done == len(candidates) or done - logged >= log_every or logged == 0:
                 logged = done
-                print_log(f'round {round_idx}: scored and selected '
+                print_log(f'{what}: scored and selected '
                           f'{progress_text(done, len(candidates), began, "images", 2)}',
                           logger='current')
     selection = Selection(
