@@ -222,8 +222,8 @@ def run_query(task: BaseTask, scorer: BaseScorer, selector: BaseSelector, model:
 
     score_rng = np.random.default_rng([seed, round_idx, STREAM_SCORE])
     select_rng = np.random.default_rng([seed, round_idx, STREAM_SELECT])
-    streamed = unit_mode and getattr(selector, 'per_sample', False) and unit_chunk is not None
-    if streamed and 'select' not in record['stages']:
+    streamed = unit_mode and getattr(selector, 'per_sample', False)
+    if streamed and unit_chunk is not None and 'select' not in record['stages']:
         # Scored and selected a chunk at a time, as a round of the loop; both files are
         # written once every chunk is done (a killed query scores again).
         result, selection = score_and_select_chunks(

@@ -68,10 +68,10 @@ def score_and_select(loop: 'ActiveLearningLoop', round_idx: int, candidates: np.
     """
     if loop.state is None or loop.model is None or loop.unit_chunk is None:
         raise RuntimeError('score_and_select() needs a started run with a chunk size')
-    labeled = loop.state.labeled_ids()
+    labeled, model = loop.state.labeled_ids(), loop.model
     return score_and_select_chunks(
-        loop.task, loop.model, loop.selector, candidates, labeled,
-        lambda ids, rng: loop.scoring.score(loop.task, loop.model, ids, rng, labeled),
+        loop.task, model, loop.selector, candidates, labeled,
+        lambda ids, rng: loop.scoring.score(loop.task, model, ids, rng, labeled),
         lambda part: check_scores(loop, round_idx, part), score_rng, select_rng,
         int(loop.unit_chunk), loop.embed_batch_size, f'round {round_idx}',
         max(1, int(getattr(loop.scorer, 'log_interval', 500))))
