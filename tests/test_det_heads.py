@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     'SSDAdapter': ROOT / 'configs' / 'det' / 'ssd_tiny_voc_demo.py',
     'SigmoidAnchorAdapter': ROOT / 'configs' / 'det' / 'retinanet_tiny_voc_demo.py',
+    'TwoStageAdapter': ROOT / 'configs' / 'det' / 'faster_rcnn_tiny_voc_demo.py',
 }
 SPLITS = (DemoSplit('VOC2007', 'trainval', 6), DemoSplit('VOC2007', 'test', 3, first_number=101),
           DemoSplit('VOC2012', 'trainval', 3, id_prefix='2008_'))
@@ -47,9 +48,10 @@ def voc_root(tmp_path_factory) -> Path:
 def build(voc_root: Path, adapter: str, **task_overrides):
     cfg = Config.fromfile(str(CONFIGS[adapter]))
     cfg.task.data_root = str(voc_root) + '/'
-    cfg.task.model.test_cfg.max_per_img = 8
+    test_cfg = cfg.task.model.test_cfg.get('rcnn', cfg.task.model.test_cfg)  # two-stage
+    test_cfg.max_per_img = 8
     # Untrained detectors score low: keep every post-NMS detection as a pseudo-box.
-    cfg.task.model.test_cfg.score_thr = 0.0
+    test_cfg.score_thr = 0.0
     cfg.task.pseudo_score_thr = 0.0
     for key, value in task_overrides.items():
         cfg.task[key] = value
@@ -109,13 +111,27 @@ def test_weighted_box_losses_add_up_to_mmdet_loss_of_the_image_alone(family):
         data['data_samples'][0].gt_instances = InstanceData(bboxes=targets[0].bboxes,
                                                             labels=targets[0].labels)
         with torch.no_grad():
-            mmdet_loss = sum(model.loss(data['inputs'], data['data_samples'])['loss_cls'])
+            mmdet_loss = _mmdet_loss_cls(model, data)
         assert len(targets[0]) == 8 and (parts.num_pos > 0).any()
         assert torch.allclose(parts.image_loss, mmdet_loss, rtol=1e-5)
         assert torch.allclose((parts.weights * parts.per_box).sum(), mmdet_loss, rtol=1e-5)
         # Per-box losses are the units SAAL sums: loss_per_unit returns exactly them.
         units = task.loss_per_unit(model, inputs, task.pseudo_label(model, inputs))[0]
         assert torch.allclose(units, parts.per_box, rtol=1e-6, atol=1e-7)
+
+
+def _mmdet_loss_cls(model, data):
+    """mmdet's classification loss of a batch of one image with its gt_instances.
+
+    Single-stage: ``model.loss``'s ``loss_cls``. Two-stage: the RoI head's ``loss_cls`` with
+    no RPN proposals (the RoIs are the ground-truth boxes, which mmdet adds as proposals),
+    the definition the two-stage adapter splits (see heads/two_stage.py).
+    """
+    if not hasattr(model, 'roi_head'):
+        return sum(model.loss(data['inputs'], data['data_samples'])['loss_cls'])
+    feats = model.extract_feat(data['inputs'])
+    none = [InstanceData(bboxes=feats[0].new_zeros(0, 4)) for _ in data['data_samples']]
+    return model.roi_head.loss(feats, none, data['data_samples'])['loss_cls']
 
 
 def test_an_image_units_do_not_depend_on_its_batch(family):
@@ -158,3 +174,40 @@ def test_box_entropy_is_bounded_and_badge_embeds_every_image(family):
     result = SCORERS.build(dict(type='BoxEntropyScorer')).score(
         task, model, np.array([1, 2]), np.random.default_rng(0))
     assert (result.scores > 0).all()
+
+
+def test_two_stage_badge_is_the_gradient_of_the_box_losses(voc_root):
+    """Faster R-CNN's BADGE embedding of an image is the gradient, with respect to the RoI
+    head's classifier weights, of the summed cross-entropy of its pseudo-boxes (each box
+    classified from its own RoI feature, as in detection)."""
+    task = build(voc_root, 'TwoStageAdapter')
+    model = task.build_model(seed=0).eval()
+    inputs = batch(task, [1, 2])
+    emb = task.gradient_embedding(model, inputs)
+    fc_cls = model.roi_head.bbox_head.fc_cls
+    for row, boxes in enumerate(task.pseudo_boxes(model, inputs)):
+        assert len(boxes) > 0
+        logits = fc_cls(boxes.hidden)
+        assert torch.allclose(logits.softmax(-1), boxes.probs, atol=1e-6)
+        grad, = torch.autograd.grad(
+            torch.nn.functional.cross_entropy(logits, boxes.labels, reduction='sum'),
+            fc_cls.weight)
+        assert torch.allclose(emb[row], grad.flatten(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('type', 'CascadeRoIHead', "roi_head.type is 'CascadeRoIHead'"),
+    ('bbox_head.loss_cls', dict(type='FocalLoss', use_sigmoid=True),
+     "roi_head.bbox_head.loss_cls is 'FocalLoss' with use_sigmoid=True"),
+])
+def test_two_stage_options_it_cannot_split_are_refused(key, value, message):
+    from saal_tasks.core.errors import ConfigError
+    from saal_tasks.tasks.detection.heads import build_head_adapter
+    model = Config.fromfile(str(CONFIGS['TwoStageAdapter'])).task.model.to_dict()
+    node = model['roi_head']
+    *path, last = key.split('.')
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ConfigError, match=message):
+        build_head_adapter(model)

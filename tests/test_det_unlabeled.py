@@ -37,12 +37,14 @@ def coco_root(tmp_path_factory) -> Path:
     return root
 
 
-def coco_cfg(root: Path, **task_overrides) -> Config:
-    cfg = Config.fromfile(str(COCO_CONFIG))
+def coco_cfg(root: Path, config: Path = COCO_CONFIG, **task_overrides) -> Config:
+    cfg = Config.fromfile(str(config))
     cfg.task.data_root = str(root) + '/'
     cfg.task.train_dataloader.batch_size = 4
     cfg.task.train_cfg.max_epochs = 1
-    cfg.task.model.test_cfg.max_per_img = 10
+    test_cfg = cfg.task.model.test_cfg.get('rcnn', cfg.task.model.test_cfg)  # two-stage
+    test_cfg.max_per_img = 10
+    test_cfg.score_thr = 0.0  # an untrained RetinaNet scores below 0.05 everywhere
     cfg.task.pseudo_score_thr = 0.0
     for key, value in task_overrides.items():
         cfg.task[key] = value
@@ -107,11 +109,14 @@ def test_a_coco_file_without_annotations_is_a_pool(coco_root):
     assert len(result.scores) == len(ids) and (result.scores > 0).all()
 
 
-def test_coco_round_trains_evaluates_with_coco_metric_and_round_trips_the_export(coco_root,
-                                                                                 tmp_path):
+@pytest.mark.parametrize('detector', ['ssd', 'retinanet', 'faster_rcnn'])
+def test_coco_round_trains_evaluates_with_coco_metric_and_round_trips_the_export(
+        coco_root, tmp_path, detector):
+    """Each detector family's COCO demo config: a round trains, scores with box-sum SAAL,
+    evaluates with CocoMetric, and its COCO export is answered and read back."""
     from saal_tasks.engine import ActiveLearningLoop
 
-    cfg = coco_cfg(coco_root)
+    cfg = coco_cfg(coco_root, ROOT / 'configs' / 'det' / f'{detector}_tiny_coco_demo.py')
     cfg.al = dict(num_rounds=1, budget=4, subset_size=None, initial_size=4,
                   initial_set=dict(type='RandomInitialSet'), schedule=dict(type='ScratchSchedule'))
     cfg.hooks = []

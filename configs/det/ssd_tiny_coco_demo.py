@@ -1,8 +1,8 @@
 # The detection demo in COCO format: the tiny SSD of ssd_tiny_voc_demo.py on generated data in
 # COCO's layout (`python tools/make_coco_demo.py` writes data/coco_demo): train2017 as the pool
 # (one image in six holds no object; such images stay in the pool and can be queried), val2017
-# for COCO mAP with mmdet's CocoMetric. For another detector, swap task.model (e.g. the one of
-# retinanet_tiny_voc_demo.py).
+# for COCO mAP with mmdet's CocoMetric. The same data with RetinaNet and Faster R-CNN:
+# retinanet_tiny_coco_demo.py, faster_rcnn_tiny_coco_demo.py.
 _base_ = ['./ssd_tiny_voc_demo.py']
 
 data_root = 'data/coco_demo/'
