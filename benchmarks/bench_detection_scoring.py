@@ -1,21 +1,27 @@
-"""SSD300 box-sum SAAL: per-image scoring time over plain inference time, on this machine.
+"""Box-sum SAAL: per-image scoring time over plain inference time, per detector and engine.
 
-The detector is the paper's (mmdet's SSD300 VGG16 for VOC's 20 classes, from
-``configs/det/ssd_voc_saal.py``), randomly initialised (no pretrained weights here), on
-generated 300-400 px images in the VOC layout. Both sides load each image from disk, one
-image at a time:
+The detectors are those of ``--configs``: by default the paper's (mmdet's SSD300 VGG16 for
+VOC's 20 classes, ``configs/det/ssd_voc_saal.py``, on generated 300x400 images), plus any
+other detection config (the tiny RetinaNet and Faster R-CNN demos run on 96x128 images),
+randomly initialised, on generated images in the VOC layout. Both sides load the images
+from disk, ``--batch`` at a time:
 
-* ``inference``: ``model.predict`` (mmdet's inference with NMS) per image;
-* ``scoring``: ``SharpnessScorer`` with ``ReferenceEngine`` (exact per-image SAAL: pseudo-
-  labels, clean box losses, backward, ε, perturbed box losses, weights restored).
+* ``inference``: ``model.predict`` (mmdet's inference with NMS) on batches of ``--batch``;
+* ``scoring``: ``SharpnessScorer`` with each engine of ``--engines``: ``ReferenceEngine``
+  (exact, one image at a time) or ``FastExactEngine`` (exact, a chunk of ``--batch`` images
+  per pass, each with its own ε; it falls back to the reference where its factorisation does
+  not hold, e.g. a RoI head, and says so).
 
-A random SSD300 is unsure of everything, so the number of pseudo-boxes is set directly: the
-pseudo-box threshold is 0 and ``test_cfg.max_per_img`` caps the detections (``--boxes``).
+A random detector is unsure of everything, so the number of pseudo-boxes is set directly:
+the pseudo-box threshold is 0 and ``test_cfg.max_per_img`` caps the detections (``--boxes``).
 Wall and CPU seconds are both printed: on a shared machine the CPU time is the steadier one.
 
-    .venv/bin/python benchmarks/bench_detection_scoring.py                  # ~3 min, 1 thread
+    .venv/bin/python benchmarks/bench_detection_scoring.py                  # SSD300, 1 thread
     .venv/bin/python benchmarks/bench_detection_scoring.py --boxes 1 10 50 --images 4
-    .venv/bin/python benchmarks/bench_detection_scoring.py --threads 2
+    .venv/bin/python benchmarks/bench_detection_scoring.py --engines ReferenceEngine \
+        FastExactEngine --batch 8 --images 8 --configs configs/det/ssd_voc_saal.py \
+        configs/det/retinanet_tiny_voc_demo.py configs/det/faster_rcnn_tiny_voc_demo.py
+    .venv/bin/python benchmarks/bench_detection_scoring.py --device cuda   # the GPU check
 """
 from __future__ import annotations
 
@@ -38,7 +44,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=1, help='torch threads')
     parser.add_argument('--repeats', type=int, default=2,
                         help='alternating inference/scoring repeats (the minimum is kept)')
+    parser.add_argument('--configs', nargs='+', default=['configs/det/ssd_voc_saal.py'],
+                        help='detection configs (paths relative to the checkout)')
+    parser.add_argument('--engines', nargs='+', default=['ReferenceEngine'],
+                        help='ReferenceEngine and/or FastExactEngine')
+    parser.add_argument('--batch', type=int, default=1,
+                        help='images per inference batch and per FastExactEngine chunk')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--train-iters', type=int, default=0,
+                        help='also time this many training iterations (SGD, batch --batch, '
+                             'the generated ground truth)')
     return parser.parse_args(argv)
+
+
+def train_seconds(model, task, ids, batch: int, iters: int, device: str) -> float:
+    """Seconds per training iteration (forward, mmdet's losses, backward, SGD step) on
+    batches of ``batch`` images, after one warm-up iteration."""
+    import torch
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    batches = [inputs for _, inputs in task.pool_batches(ids, batch)]
+    times = []
+    for it in range(iters + 1):
+        data = model.data_preprocessor(batches[it % len(batches)], True)
+        start = time.perf_counter()
+        losses = model.loss(data['inputs'], data['data_samples'])
+        total = sum(v if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items()
+                    if 'loss' in k)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        _sync(device)
+        if it:
+            times.append(time.perf_counter() - start)
+    model.eval()
+    return sum(times) / len(times)
+
+
+def _sync(device: str) -> None:
+    import torch
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
 
 
 def timed(fn) -> tuple[float, float]:
@@ -61,51 +107,79 @@ def main(argv: list[str] | None = None) -> int:
     from saal_tasks.registry import SCORERS, TASKS
     from saal_tasks.tasks.detection.demo import DemoSplit, write_voc_demo
 
+    import saal_tasks.tasks.detection.task  # noqa: F401  (chooses the mmcv ops)
     tmp = Path(tempfile.mkdtemp(prefix='bench_det_'))
-    n = args.images + 1  # one warm-up image
-    write_voc_demo(tmp / 'VOCdevkit', image_size=(300, 400), seed=0, splits=(
-        DemoSplit('VOC2007', 'trainval', n), DemoSplit('VOC2007', 'test', 1, first_number=900),
-        DemoSplit('VOC2012', 'trainval', 1, id_prefix='2008_')))
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'det' / 'ssd_voc_saal.py'))
-    task_cfg = cfg.task
-    task_cfg.data_root = str(tmp / 'VOCdevkit') + '/'
-    task_cfg.model.backbone.init_cfg = None
-    task_cfg.pseudo_score_thr = 0.0
-    task_cfg.log_level = 'WARNING'
+    n = args.images + args.batch  # the first batch warms up
     print(f'mmcv ops: {active_path()}; torch threads: {torch.get_num_threads()}; '
-          f'load average: {os.getloadavg()[0]:.1f}')
-    print('| boxes/image | inference s/img (wall, cpu) | scoring s/img (wall, cpu) | '
-          'ratio wall | ratio cpu |')
-    print('| --- | --- | --- | --- | --- |')
-    for boxes in args.boxes:
-        task_cfg.model.test_cfg.max_per_img = boxes
-        task = TASKS.build(task_cfg)
-        model = task.build_model(seed=0).eval()
-        scorer = SCORERS.build(cfg.scorer)
-        ids = task.sample_ids()[:n]
-        warm, timed_ids = ids[:1], ids[1:]
+          f'device {args.device}; batch {args.batch}; load average: {os.getloadavg()[0]:.1f}')
+    print('| detector | engine | boxes/image | inference s/img (wall, cpu) | '
+          'scoring s/img (wall, cpu) | ratio wall | ratio cpu |')
+    print('| --- | --- | --- | --- | --- | --- | --- |')
+    for config in args.configs:
+        cfg = Config.fromfile(str(ROOT / config))
+        paper = 'ssd_voc_saal' in config
+        root = tmp / Path(config).stem / 'VOCdevkit'
+        write_voc_demo(root, image_size=(300, 400) if paper else (96, 128), seed=0, splits=(
+            DemoSplit('VOC2007', 'trainval', n), DemoSplit('VOC2007', 'test', 1,
+                                                           first_number=900),
+            DemoSplit('VOC2012', 'trainval', 1, id_prefix='2008_')))
+        task_cfg = cfg.task
+        task_cfg.data_root = str(root) + '/'
+        if paper:
+            task_cfg.model.backbone.init_cfg = None
+        task_cfg.pseudo_score_thr = 0.0
+        task_cfg.log_level = 'WARNING'
+        test_cfg = task_cfg.model.test_cfg.get('rcnn', task_cfg.model.test_cfg)
+        test_cfg.score_thr = 0.0
+        for boxes in args.boxes:
+            test_cfg.max_per_img = boxes
+            task = TASKS.build(task_cfg)
+            model = task.build_model(seed=0).to(args.device).eval()
+            ids = task.sample_ids()[:n]
+            warm, timed_ids = ids[:args.batch], ids[args.batch:]
 
-        def infer(sample_ids):
-            with torch.no_grad():
-                for _, inputs in task.pool_batches(sample_ids, 1):
-                    data = model.data_preprocessor(inputs, False)
-                    model.predict(data['inputs'], data['data_samples'])
+            def infer(sample_ids):
+                with torch.no_grad():
+                    for _, inputs in task.pool_batches(sample_ids, args.batch):
+                        data = model.data_preprocessor(inputs, False)
+                        model.predict(data['inputs'], data['data_samples'])
+                _sync(args.device)
 
-        def score(sample_ids):
-            scorer.score(task, model, sample_ids, np.random.default_rng(0))
+            scores: dict[str, np.ndarray] = {}
+            for engine in args.engines:
+                chunk = {'chunk_size': args.batch} if engine == 'FastExactEngine' else {}
+                scorer = SCORERS.build({**cfg.scorer, 'engine': dict(type=engine, **chunk)})
 
-        infer(warm), score(warm)
-        best_inf, best_score = (float('inf'),) * 2, (float('inf'),) * 2
-        for _ in range(args.repeats):
-            best_inf = min(best_inf, timed(lambda: infer(timed_ids)))
-            best_score = min(best_score, timed(lambda: score(timed_ids)))
-        k = len(timed_ids)
-        with torch.no_grad():
-            _, inputs = next(task.pool_batches(timed_ids[:1], 1))
-            actual = len(task.pseudo_label(model, inputs)[0])
-        print(f'| {actual} | {best_inf[0] / k:.3f}, {best_inf[1] / k:.3f} | '
-              f'{best_score[0] / k:.3f}, {best_score[1] / k:.3f} | '
-              f'{best_score[0] / best_inf[0]:.2f} | {best_score[1] / best_inf[1]:.2f} |')
+                def score(sample_ids):
+                    result = scorer.score(task, model, sample_ids, np.random.default_rng(0))
+                    _sync(args.device)
+                    scores[engine] = result.scores
+
+                infer(warm), score(warm)
+                best_inf, best_score = (float('inf'),) * 2, (float('inf'),) * 2
+                for _ in range(args.repeats):
+                    best_inf = min(best_inf, timed(lambda: infer(timed_ids)))
+                    best_score = min(best_score, timed(lambda: score(timed_ids)))
+                k = len(timed_ids)
+                with torch.no_grad():
+                    _, inputs = next(task.pool_batches(timed_ids[:1], 1))
+                    actual = len(task.pseudo_label(model, inputs)[0])
+                print(f'| {Path(config).stem} | {engine} | {actual} | '
+                      f'{best_inf[0] / k:.3f}, {best_inf[1] / k:.3f} | '
+                      f'{best_score[0] / k:.3f}, {best_score[1] / k:.3f} | '
+                      f'{best_score[0] / best_inf[0]:.2f} | {best_score[1] / best_inf[1]:.2f} |',
+                      flush=True)
+            if len(scores) > 1:
+                ref = scores[args.engines[0]]
+                worst = max(float(np.max(np.abs(v - ref) / np.maximum(np.abs(ref), 1e-12)))
+                            for v in scores.values())
+                print(f'{Path(config).stem}: scores of {", ".join(scores)} agree to {worst:.1e} '
+                      'relative (max over images)', flush=True)
+            if args.train_iters:
+                seconds = train_seconds(model, task, ids, args.batch, args.train_iters,
+                                        args.device)
+                print(f'{Path(config).stem}: training {seconds:.3f} s/iteration at batch '
+                      f'{args.batch} ({args.device})', flush=True)
     print(f'load average after: {os.getloadavg()[0]:.1f}')
     return 0
 

@@ -132,10 +132,12 @@ def test_auto_routes_follow_the_cost_model(digits_task):
     # against dense (T + 96)·d·p. Dense: the stem (81920 vs 5760), the strided conv1 (73728
     # vs 32256), the 1x1 downsample (12288 vs 3584). Low rank: conv2 (16384 vs 64512) and the
     # head (72 vs 7760). The four batch norms have their own rule.
-    assert engine.last_routes == {'low_rank': 2, 'dense': 3, 'batch_norm': 4}
+    assert engine.last_routes == {'low_rank': 2, 'dense': 3, 'batch_norm': 4,
+                                  'channel_scale': 0}
     engine = _engine_after(digits_task, model, dict(type='FastExactEngine', chunk_size=8), ASAM)
     # ASAM has no low-rank form.
-    assert engine.last_routes == {'low_rank': 0, 'dense': 5, 'batch_norm': 4}
+    assert engine.last_routes == {'low_rank': 0, 'dense': 5, 'batch_norm': 4,
+                                  'channel_scale': 0}
 
 
 # --------------------------------------------------------------------------- invariants
@@ -210,6 +212,38 @@ def test_task_sharing_its_own_pseudo_label_pass_is_exact(digits_task, trained_cn
     task = SharingTask.__new__(SharingTask)
     task.__dict__.update(digits_task.__dict__)
     _assert_parity(task, trained_cnn, dict(type='FastExactEngine', chunk_size=10), SAM)
+
+
+class L2NormNet(nn.Module):
+    """Conv -> mmdet's L2Norm (SSD's VGG16 neck, weight init 20) -> conv -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from mmdet.models.necks.ssd_neck import L2Norm
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.norm = L2Norm(6, scale=20.0)
+        self.conv2 = nn.Conv2d(6, 4, 3, stride=2, padding=1)
+        self.head = nn.Linear(4 * 16, 10)
+
+    def forward(self, x):
+        x = self.norm(torch.relu(self.conv(x)))
+        return self.head(torch.relu(self.conv2(x)).flatten(1))
+
+
+@pytest.mark.parametrize('pert,method', [(SAM, 'low_rank'), (SAM, 'dense'), (ASAM, 'auto')])
+def test_l2norm_net_matches_reference(digits_task, pert, method):
+    """mmdet's L2Norm has a per-sample rule (Σ δ·x̂ for its channel weights): SSD300 scores
+    in chunks. L2Norm computes in float32 whatever the model's dtype, so the two engines
+    agree to float32 rounding there, not to float64's."""
+    pytest.importorskip('mmdet')
+    model = _randomised(L2NormNet())
+    with torch.no_grad():
+        model.norm.weight.uniform_(10.0, 30.0)
+    engine = _engine_after(digits_task, model, dict(type='FastExactEngine', chunk_size=8,
+                                                    layer_method=method), pert)
+    assert engine.fallback_reason is None and engine.last_routes['channel_scale'] == 1
+    _assert_parity(digits_task, model,
+                   dict(type='FastExactEngine', chunk_size=8, layer_method=method), pert)
 
 
 # --------------------------------------------------------------------------- fallback

@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .layer_factors import BatchNormLayer, PatchLayer, UnsupportedLayer
+from .layer_factors import ChannelLayer, PatchLayer, UnsupportedLayer
 
-Layer = PatchLayer | BatchNormLayer
+Layer = PatchLayer | ChannelLayer
 
 #: Relative tolerance of the gradient test per dtype: a few hundred roundings of the dtype
 #: (the two sides sum the same products in different orders); other dtypes get 1e-2.

@@ -24,7 +24,8 @@ untouched. Memory grows with ``chunk_size`` (activations, ``D``, low-rank factor
 per-sample gradients up to ``max_kept_mb``), never with the pool.
 
 Models with a trainable parameter outside ``nn.Linear``, ``nn.Conv2d`` (``groups = 1``, zero
-padding) and eval-mode ``nn.BatchNorm{1,2,3}d``, parameters shared between modules, layers
+padding), eval-mode ``nn.BatchNorm{1,2,3}d`` and mmdet's ``L2Norm`` (SSD's VGG16 neck),
+parameters shared between modules, layers
 whose activations lack the leading sample dimension, and perturbations other than
 ``SAMPerturbation``/``ASAMPerturbation`` are scored by the ``fallback`` engine (exact), with one
 log line saying why. SAM with ``q != 2`` and ASAM use the dense route everywhere (exact, slower).
@@ -53,6 +54,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from mmengine.logging import print_log
+from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 from torch.profiler import record_function
@@ -63,11 +65,12 @@ from ..registry import ENGINES
 from ..core.units import reduce_units
 from .engine_guard import FactorisationCheck, FactorisationMismatch, Verdicts, structure_key
 from .engines import EngineOutput, PerturbedLossEngine
-from .layer_factors import (BatchNormGradient, BatchNormLayer, DenseGradient, LayerGradient,
-                            LowRankGradient, PatchLayer, UnsupportedLayer, layer_for)
+from .layer_factors import (BatchNormGradient, BatchNormLayer, ChannelLayer, DenseGradient,
+                            L2NormGradient, L2NormLayer, LayerGradient, LowRankGradient,
+                            PatchLayer, UnsupportedLayer, layer_for)
 from .perturbation_rules import PerturbationRule, rule_for
 
-Layer = PatchLayer | BatchNormLayer
+Layer = PatchLayer | ChannelLayer
 
 #: Accepted values of ``layer_method``: how conv/linear layers get their per-sample gradients.
 LAYER_METHODS = ('auto', 'low_rank', 'dense')
@@ -311,7 +314,8 @@ class FastExactEngine(PerturbedLossEngine):
         self.layer_method = layer_method
         self.max_kept_bytes = int(max_kept_mb * 2**20)
         self.fallback_cfg = dict(fallback or dict(type='ReferenceEngine'))
-        #: Routes of the last chunk: {'low_rank': n, 'dense': n, 'batch_norm': n} (for logs).
+        #: Routes of the last chunk: {'low_rank': n, 'dense': n, 'batch_norm': n,
+        #: 'channel_scale': n} (for logs).
         self.last_routes: dict[str, int] = {}
         #: Why the last run used the fallback engine, or ``None`` if it did not.
         self.fallback_reason: str | None = None
@@ -378,7 +382,10 @@ class FastExactEngine(PerturbedLossEngine):
     def _fall_back(self, task: BaseTask, model: nn.Module, sample_ids: np.ndarray,
                    perturbation: Perturbation, objective_reduction: str, reason: str,
                    level: int = logging.WARNING) -> EngineOutput:
-        engine = ENGINES.build(self.fallback_cfg)
+        # Our registry's scope: a task may score inside another default scope (mmdet's),
+        # where mmengine would first search that scope's registry tree and warn.
+        with DefaultScope.overwrite_default_scope(ENGINES.scope):
+            engine = ENGINES.build(self.fallback_cfg)
         self.fallback_reason = reason
         print_log(f'FastExactEngine: scoring with {type(engine).__name__} instead (exact, '
                   f'slower): {reason}', logger='current', level=level)
@@ -490,7 +497,7 @@ class FastExactEngine(PerturbedLossEngine):
         if per_layer is None:
             self.last_routes = {}
             return {}
-        routes = {'low_rank': 0, 'dense': 0, 'batch_norm': 0}
+        routes = {'low_rank': 0, 'dense': 0, 'batch_norm': 0, 'channel_scale': 0}
         gradients: dict[int, LayerGradient] = {}
         dense: list[tuple[int, PatchLayer, list[Tensor], list[Tensor], int]] = []
         for i, (xs, ds) in per_layer.items():
@@ -498,6 +505,10 @@ class FastExactEngine(PerturbedLossEngine):
             if isinstance(layer, BatchNormLayer):
                 gradients[i] = BatchNormGradient(layer, xs, ds)
                 routes['batch_norm'] += 1
+                continue
+            if isinstance(layer, L2NormLayer):
+                gradients[i] = L2NormGradient(layer, xs, ds)
+                routes['channel_scale'] += 1
                 continue
             d_mats = [layer.delta_matrix(d) for d in ds]
             if self._use_low_rank(layer, xs, rule):

@@ -358,7 +358,42 @@ class BatchNormLayer:
         return torch.rsqrt(self.module.running_var + self.module.eps)
 
 
-def layer_for(module: nn.Module, name: str) -> PatchLayer | BatchNormLayer | None:
+class L2NormLayer:
+    """A channel-wise scaled L2 normalisation, ``y = w_c · x / (‖x‖₂ + eps)``, the norm taken
+    over channels at each position: mmdet's ``L2Norm`` (SSD's VGG16 neck).
+
+    Recognised by its class name and shape (``weight [C]``, ``eps``): the scorers do not
+    import mmdet.
+    """
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self.module = module
+        self.name = name
+        self.weight = _own_trainable(module, 'weight')
+
+    def params(self) -> list[nn.Parameter]:
+        """Trainable parameters this layer perturbs."""
+        return [] if self.weight is None else [self.weight]
+
+    def check_mode(self) -> None:
+        """Always per-sample: the norm is taken at each position of each sample."""
+
+    def normalised(self, x: Tensor) -> Tensor:
+        """``x / (‖x‖₂ + eps)`` with the norm over channels, as the module computes it."""
+        x_float = x.float()
+        return x_float / (x_float.pow(2).sum(1, keepdim=True).sqrt() + self.module.eps)
+
+
+def _is_l2norm(module: nn.Module) -> bool:
+    weight = getattr(module, 'weight', None)
+    return (type(module).__name__ == 'L2Norm' and isinstance(weight, nn.Parameter)
+            and weight.dim() == 1 and hasattr(module, 'eps'))
+
+
+ChannelLayer = BatchNormLayer | L2NormLayer
+
+
+def layer_for(module: nn.Module, name: str) -> PatchLayer | ChannelLayer | None:
     """The adapter of a module with trainable parameters, or ``None`` if it has no rule.
 
     Args:
@@ -377,6 +412,8 @@ def layer_for(module: nn.Module, name: str) -> PatchLayer | BatchNormLayer | Non
         return Conv2dLayer(module, name)
     if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         return BatchNormLayer(module, name)
+    if _is_l2norm(module):
+        return L2NormLayer(module, name)
     return None
 
 
@@ -584,6 +621,48 @@ class BatchNormGradient(LayerGradient):
         return forward
 
 
+class L2NormGradient(LayerGradient):
+    """Per-sample weight gradients of an :class:`L2NormLayer`, ``Σ δ · x̂`` ``[B, C]``.
+
+    Args:
+        layer: The L2-norm layer.
+        inputs: Its inputs ``[B, C, H, W]``, one per call.
+        deltas: Output gradients, same shapes.
+    """
+
+    def __init__(self, layer: L2NormLayer, inputs: list[Tensor],
+                 deltas: list[Tensor]) -> None:
+        self.layer = layer
+        self.g_weight: Tensor | None = None
+        if layer.weight is None:
+            return
+        for x, d in zip(inputs, deltas):
+            b, c = d.shape[:2]
+            g = (d.reshape(b, c, -1) * layer.normalised(x).reshape(b, c, -1)).sum(dim=2)
+            g = g.to(layer.weight.dtype)
+            self.g_weight = g if self.g_weight is None else self.g_weight + g
+
+    def norm_terms(self, rule):
+        if self.g_weight is None:
+            return 0
+        return rule.norm_terms(self.g_weight, self.layer.weight)
+
+    def perturbed_forward(self, rule, scale):
+        layer = self.layer
+        weight = layer.module.weight.unsqueeze(0).expand(scale.shape[0], -1)
+        if self.g_weight is not None:
+            weight = rule.perturbed(self.g_weight, layer.module.weight, scale)
+
+        def forward(x: Tensor) -> Tensor:
+            x_float = x.float()
+            norm = x_float.pow(2).sum(1, keepdim=True).sqrt() + layer.module.eps
+            # The module's own order of operations: (w · x) / norm.
+            return (weight.float()[:, :, None, None] * x_float / norm).type_as(x)
+
+        return forward
+
+
 __all__ = ['UnsupportedLayer', 'DenseOps', 'PatchLayer', 'LinearLayer', 'Conv2dLayer',
-           'BatchNormLayer', 'layer_for', 'LayerGradient', 'LowRankGradient', 'DenseGradient',
-           'BatchNormGradient', 'PerturbedForward']
+           'BatchNormLayer', 'ChannelLayer', 'L2NormLayer', 'layer_for', 'LayerGradient',
+           'LowRankGradient', 'DenseGradient', 'BatchNormGradient', 'L2NormGradient',
+           'PerturbedForward']
