@@ -68,9 +68,11 @@ def answer_zip(task, folder: Path, out: Path, edit=None) -> Path:
 
 
 def _outputs(work_dir: Path) -> dict[str, bytes]:
-    """The run's results: every round file and the metrics without timings."""
+    """The run's results: every round file and the metrics without timings (the Runner's
+    timestamped training logs are logs, not results)."""
     out = {str(p.relative_to(work_dir)): p.read_bytes()
-           for p in sorted((work_dir / 'rounds').rglob('*')) if p.is_file()}
+           for p in sorted((work_dir / 'rounds').rglob('*'))
+           if p.is_file() and 'train_logs' not in p.parts}
     records = [json.loads(line) for line in (work_dir / 'metrics.jsonl').read_text().splitlines()
                if line]
     out['metrics'] = json.dumps([{k: v for k, v in r.items() if not k.endswith('_s')}
