@@ -161,8 +161,8 @@ def test_recipe_becomes_mmengine_configs(demo_root, tmp_path):
     assert wrapper['type'] == 'OptimWrapper'
     assert wrapper['optimizer'] == dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=5e-4)
     assert wrapper['paramwise_cfg'] == dict(custom_keys={'decode_head': dict(lr_mult=10.0)})
-    assert task.trainer.param_scheduler_cfg(62500) == dict(
-        type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=62501, by_epoch=False)
+    assert task.trainer.param_scheduler_cfg(62500) == [dict(
+        type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=62501, by_epoch=False)]
     with pytest.raises(ConfigError, match='task.num_workers'):
         _task(demo_root, tmp_path, num_workers=-1)
 
@@ -256,3 +256,26 @@ def test_pipeline_of_varying_sizes_is_refused_with_the_fix(demo_root, tmp_path):
         dict(type='RandomResize', scale=(64, 32), ratio_range=(0.5, 2.0), keep_ratio=True)])
     with pytest.raises(ConfigError, match='end it with a fixed size'):
         _first_batch(task)
+
+
+def test_optim_wrapper_and_param_scheduler_from_config(demo_root, tmp_path):
+    """mmengine configs given as task options replace the recipe's: AdamW's state is what the
+    window saves, and a LinearLR without end runs over the whole run."""
+    task = _task(demo_root, tmp_path, optim_wrapper=dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
+        paramwise_cfg=dict(custom_keys={'decode_head': dict(lr_mult=2.0)})),
+        param_scheduler=dict(type='LinearLR', start_factor=1.0, end_factor=0.0))
+    assert task.trainer.param_scheduler_cfg(10) == [dict(
+        type='LinearLR', start_factor=1.0, end_factor=0.0, by_epoch=False, end=11)]
+    _, state = task.train_steps(task.build_model(0), [0, 1], 1, 0, 4, 10, None)
+    groups = state['optimizer']['param_groups']
+    # LinearLR over total_iters = end - begin - 1 = 10: factor 1 - 4/10 after 4 iterations.
+    assert sorted({round(g['lr'], 12) for g in groups}) == pytest.approx([6e-4, 1.2e-3])
+    assert all('exp_avg' in v for v in state['optimizer']['state'].values())
+    with pytest.raises(ConfigError, match='set its type=.AmpOptimWrapper. instead'):
+        _task(demo_root, tmp_path, amp=True, optim_wrapper=dict(
+            type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1)))
+    with pytest.raises(ConfigError, match='by_epoch=True'):
+        _task(demo_root, tmp_path, param_scheduler=[dict(type='PolyLR', by_epoch=True)])
+    with pytest.raises(ConfigError, match='task.optim_wrapper must be'):
+        _task(demo_root, tmp_path, optim_wrapper=dict(type='OptimWrapper'))

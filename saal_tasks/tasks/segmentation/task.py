@@ -78,6 +78,12 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
         train_pipeline: mmseg/mmcv augmentations applied to every training sample after the
             resize and flip (``RandomCrop``, ``RandomFlip``, ``PhotoMetricDistortion``, ...;
             see ``augment.py``); ``None`` = none (RIPU's SYNTHIA protocol).
+        optim_wrapper: An mmengine ``optim_wrapper`` config used as is (e.g. AdamW, or SGD
+            with other ``paramwise_cfg``) instead of the one built from ``lr``,
+            ``momentum``, ``weight_decay`` and ``head_lr_mult``; ``None`` = that one.
+        param_scheduler: mmengine ``param_scheduler`` config(s) used instead of the poly
+            schedule; iteration-based, and one without ``end`` ends with the run (the in-run
+            schedule's ``lr_horizon``). ``None`` = ``PolyLR`` with ``poly_power``.
         amp: Automatic mixed precision in training (mmengine's ``AmpOptimWrapper``; CUDA).
         num_workers: Data-loading processes in training (0: load in the training process).
         vis_backends: mmengine visualizer backends for the training scalars, e.g.
@@ -109,6 +115,8 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
                  negative_learning_weight: float = 0.0,
                  negative_learning_threshold: float = 0.05, flip: bool = True,
                  train_pipeline: Sequence[dict] | None = None,
+                 optim_wrapper: dict | None = None,
+                 param_scheduler: dict | Sequence[dict] | None = None,
                  amp: bool = False, num_workers: int = 0,
                  vis_backends: Sequence[dict] = (dict(type='LocalVisBackend'),),
                  cache_images: bool = False, val_limit: int | None = None,
@@ -140,7 +148,10 @@ class SegmentationTask(PixelAnnotationFormat, BaseTask):
             nl_weight=negative_learning_weight, nl_threshold=negative_learning_threshold,
             flip=flip, log_interval=log_interval, amp=bool(amp), num_workers=num_workers,
             vis_backends=tuple(dict(b) for b in vis_backends),
-            pipeline=None if train_pipeline is None else TrainPipeline(train_pipeline))
+            pipeline=None if train_pipeline is None else TrainPipeline(train_pipeline),
+            optim_wrapper=None if optim_wrapper is None else dict(optim_wrapper),
+            param_scheduler=None if param_scheduler is None else tuple(
+                [param_scheduler] if isinstance(param_scheduler, dict) else param_scheduler))
         if amp:
             self.trainer.optim_wrapper_cfg()  # refuses AMP without CUDA before any training
         self.device = torch.device(get_device())

@@ -13,6 +13,7 @@ labels) and a target batch (labels only where revealed); the objective is
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ class SourceTargetTrainer:
         vis_backends: mmengine visualizer backends for the training scalars (e.g.
             ``dict(type='TensorboardVisBackend')``).
         pipeline: mmseg/mmcv augmentation of every training sample, or ``None``.
+        optim_wrapper: An mmengine ``optim_wrapper`` config used as is instead of the one
+            built from ``lr``, ``momentum``, ``weight_decay`` and ``head_lr_mult``.
+        param_scheduler: mmengine ``param_scheduler`` configs used instead of the poly
+            schedule; iteration-based (``by_epoch=False``, filled in when absent), and a
+            scheduler without ``end`` ends with the run (``total + 1``).
     """
 
     batch_size: int
@@ -78,9 +84,32 @@ class SourceTargetTrainer:
     num_workers: int = 0
     vis_backends: tuple = field(default=(dict(type='LocalVisBackend'),))
     pipeline: TrainPipeline | None = None
+    optim_wrapper: dict | None = None
+    param_scheduler: tuple | None = None
+
+    def __post_init__(self) -> None:
+        if self.optim_wrapper is not None:
+            if not isinstance(self.optim_wrapper, dict) or 'optimizer' not in self.optim_wrapper:
+                raise ConfigError(f'task.optim_wrapper must be an mmengine optim_wrapper config '
+                                  f"with an optimizer, e.g. dict(type='OptimWrapper', "
+                                  f"optimizer=dict(type='SGD', lr=0.01)); got "
+                                  f'{self.optim_wrapper!r}')
+            if self.amp:
+                raise ConfigError("task.amp=True applies to the optim_wrapper the task builds; "
+                                  "with your own task.optim_wrapper set its "
+                                  "type='AmpOptimWrapper' instead")
+        for k, cfg in enumerate(self.param_scheduler or ()):
+            if not isinstance(cfg, dict) or 'type' not in cfg:
+                raise ConfigError(f'task.param_scheduler[{k}] must be an mmengine scheduler '
+                                  f'config with a type, got {cfg!r}')
+            if cfg.get('by_epoch', False):
+                raise ConfigError(f'task.param_scheduler[{k}] has by_epoch=True: segmentation '
+                                  'trains in iterations; set by_epoch=False')
 
     def optim_wrapper_cfg(self) -> dict:
         """mmengine's ``optim_wrapper`` config: SGD, the decode head at ``head_lr_mult``."""
+        if self.optim_wrapper is not None:
+            return copy.deepcopy(self.optim_wrapper)
         if self.amp and not torch.cuda.is_available():
             raise ConfigError('task.amp=True needs a CUDA device (mmengine\'s AmpOptimWrapper '
                               'autocasts on CUDA): set task.amp=False on this machine')
@@ -91,15 +120,18 @@ class SourceTargetTrainer:
                     paramwise_cfg=dict(custom_keys={'decode_head': dict(
                         lr_mult=self.head_lr_mult)}))
 
-    def param_scheduler_cfg(self, total: int) -> dict:
-        """mmengine's poly schedule, RIPU's ``lr * (1 - it / total) ** power`` at iteration
-        ``it``.
+    def param_scheduler_cfg(self, total: int) -> list[dict]:
+        """mmengine's schedulers: by default the poly schedule, RIPU's
+        ``lr * (1 - it / total) ** power`` at iteration ``it``.
 
         mmengine's ``PolyLR`` decays to ``eta_min`` at iteration ``end - 1``
         (``total_iters = end - begin - 1``), so ``end = total + 1`` gives RIPU's horizon.
         """
-        return dict(type='PolyLR', eta_min=0.0, power=self.poly_power, begin=0, end=total + 1,
-                    by_epoch=False)
+        if self.param_scheduler is not None:
+            return [{'by_epoch': False, 'end': total + 1, **copy.deepcopy(cfg)}
+                    for cfg in self.param_scheduler]
+        return [dict(type='PolyLR', eta_min=0.0, power=self.poly_power, begin=0,
+                     end=total + 1, by_epoch=False)]
 
     def run(self, model: nn.Module, source: ImageSet, target: ImageSet, revealed: PixelLabels,
             seed: int, start: int, stop: int, total: int, optim_state: dict | None,
