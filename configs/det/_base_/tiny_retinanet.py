@@ -2,13 +2,13 @@
 # retinanet_tiny_coco_demo.py): mmdet's retinanet_r50_fpn.py shrunk for a 2-core CPU
 # (ResNet-18 x0.25, a 3-level FPN of 64 channels, one tower conv per branch).
 # A variable, not a task: a config takes it with task = dict(model={{_base_._tiny_retinanet}}).
+_base_ = ['./tiny_fpn_parts.py']
+
 _tiny_retinanet = dict(
     _delete_=True,
     type='RetinaNet',
-    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
-    backbone=dict(type='ResNet', depth=18, base_channels=16, num_stages=4,
-                  out_indices=(1, 2, 3), norm_eval=False),
+    data_preprocessor={{_base_._tiny_preprocessor}},
+    backbone={{_base_._tiny_backbone}},
     neck=dict(type='FPN', in_channels=[32, 64, 128], out_channels=64, start_level=0,
               add_extra_convs='on_input', num_outs=3),
     bbox_head=dict(
