@@ -237,13 +237,60 @@ def test_l2norm_net_matches_reference(digits_task, pert, method):
     agree to float32 rounding there, not to float64's."""
     pytest.importorskip('mmdet')
     model = _randomised(L2NormNet())
-    with torch.no_grad():
-        model.norm.weight.uniform_(10.0, 30.0)
+    with torch.no_grad():  # its own generator: the test must not depend on earlier tests
+        model.norm.weight.uniform_(10.0, 30.0, generator=torch.Generator().manual_seed(1))
     engine = _engine_after(digits_task, model, dict(type='FastExactEngine', chunk_size=8,
                                                     layer_method=method), pert)
     assert engine.fallback_reason is None and engine.last_routes['channel_scale'] == 1
     _assert_parity(digits_task, model,
                    dict(type='FastExactEngine', chunk_size=8, layer_method=method), pert)
+
+
+class GroupNormScaleNet(nn.Module):
+    """FCOS's head in miniature: conv -> GroupNorm -> ReLU, twice, then a conv whose output
+    goes through mmcv's Scale (a learnable scalar), then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from mmcv.cnn import Scale
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+        self.conv2 = nn.Conv2d(8, 4, 3, stride=2, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(4, 4)
+        self.scale = Scale(1.5)
+        self.head = nn.Linear(4 * 16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.norm(self.conv(x)))
+        x = self.scale(torch.relu(self.norm2(self.conv2(x))))
+        return self.head(x.flatten(1))
+
+
+@pytest.mark.parametrize('pert,method', [(SAM, 'low_rank'), (SAM, 'dense'), (ASAM, 'auto'),
+                                         (SAM_Q3, 'auto')])
+def test_group_norm_and_scale_match_reference(digits_task, pert, method):
+    """nn.GroupNorm (statistics within each sample) and mmcv's Scale have per-sample rules,
+    so FCOS and ATSS heads score in chunks: float64 parity with the reference."""
+    pytest.importorskip('mmcv')
+    model = _randomised(GroupNormScaleNet())
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5, generator=gen)
+        model.norm2.bias.uniform_(-0.5, 0.5, generator=gen)
+    engine = _engine_after(digits_task, model, dict(type='FastExactEngine', chunk_size=8,
+                                                    layer_method=method), pert)
+    assert engine.fallback_reason is None and engine.last_routes['channel_scale'] == 3
+    _assert_parity(digits_task, model,
+                   dict(type='FastExactEngine', chunk_size=8, layer_method=method), pert)
+
+
+def test_group_norm_without_affine_weights_needs_no_rule():
+    """A GroupNorm without weights perturbs nothing: it is not a layer of the plan."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4, affine=False),
+                          nn.Flatten(), nn.Linear(4 * 36, 3))
+    layers, problems = plan_layers(model)
+    assert problems == [] and [type(layer).__name__ for layer in layers] == [
+        'Conv2dLayer', 'LinearLayer']
 
 
 # --------------------------------------------------------------------------- fallback

@@ -24,8 +24,9 @@ untouched. Memory grows with ``chunk_size`` (activations, ``D``, low-rank factor
 per-sample gradients up to ``max_kept_mb``), never with the pool.
 
 Models with a trainable parameter outside ``nn.Linear``, ``nn.Conv2d`` (``groups = 1``, zero
-padding), eval-mode ``nn.BatchNorm{1,2,3}d`` and mmdet's ``L2Norm`` (SSD's VGG16 neck),
-parameters shared between modules, layers
+padding), eval-mode ``nn.BatchNorm{1,2,3}d``, affine ``nn.GroupNorm``, mmdet's ``L2Norm``
+(SSD's VGG16 neck) and mmcv's ``Scale`` (FCOS's and ATSS's box branches), parameters shared
+between modules, layers
 whose activations lack the leading sample dimension, and perturbations other than
 ``SAMPerturbation``/``ASAMPerturbation`` are scored by the ``fallback`` engine (exact), with one
 log line saying why. SAM with ``q != 2`` and ASAM use the dense route everywhere (exact, slower).
@@ -66,11 +67,17 @@ from ..core.units import reduce_units
 from .engine_guard import FactorisationCheck, FactorisationMismatch, Verdicts, structure_key
 from .engines import EngineOutput, PerturbedLossEngine
 from .layer_factors import (BatchNormGradient, BatchNormLayer, ChannelLayer, DenseGradient,
-                            L2NormGradient, L2NormLayer, LayerGradient, LowRankGradient,
-                            PatchLayer, UnsupportedLayer, layer_for)
+                            GroupNormGradient, GroupNormLayer, L2NormGradient, L2NormLayer,
+                            LayerGradient, LowRankGradient, PatchLayer, ScaleGradient,
+                            ScaleLayer, UnsupportedLayer, layer_for)
 from .perturbation_rules import PerturbationRule, rule_for
 
 Layer = PatchLayer | ChannelLayer
+
+#: The per-sample gradient of each channel-wise layer without running statistics
+#: (route ``'channel_scale'``).
+CHANNEL_GRADIENTS: dict[type, Callable[..., LayerGradient]] = {
+    L2NormLayer: L2NormGradient, GroupNormLayer: GroupNormGradient, ScaleLayer: ScaleGradient}
 
 #: Accepted values of ``layer_method``: how conv/linear layers get their per-sample gradients.
 LAYER_METHODS = ('auto', 'low_rank', 'dense')
@@ -506,8 +513,8 @@ class FastExactEngine(PerturbedLossEngine):
                 gradients[i] = BatchNormGradient(layer, xs, ds)
                 routes['batch_norm'] += 1
                 continue
-            if isinstance(layer, L2NormLayer):
-                gradients[i] = L2NormGradient(layer, xs, ds)
+            if isinstance(layer, (L2NormLayer, GroupNormLayer, ScaleLayer)):
+                gradients[i] = CHANNEL_GRADIENTS[type(layer)](layer, xs, ds)
                 routes['channel_scale'] += 1
                 continue
             d_mats = [layer.delta_matrix(d) for d in ds]

@@ -20,7 +20,9 @@ forward pass) and ``D`` (one ordinary backward pass for the whole batch). Two ex
   batched matrix product on patch rows elsewhere (:class:`DenseOps`).
 
 ``nn.BatchNorm*`` in eval mode is an affine map per channel of the normalised input ``x̂``
-(fixed running statistics), so its per-sample gradients are ``Σ δ·x̂`` and ``Σ δ`` per channel.
+(fixed running statistics), so its per-sample gradients are ``Σ δ·x̂`` and ``Σ δ`` per channel;
+so are ``nn.GroupNorm``'s (``x̂`` from the sample's own group statistics) and mmdet's
+``L2Norm``'s (no bias). mmcv's ``Scale`` (``y = s·x``) has the per-sample gradient ``Σ δ·x``.
 
 Only per-layer objects live here; the engine (:mod:`.fast_engine`) records the inputs, runs
 the backward pass and picks the routes with :meth:`PatchLayer.low_rank_cost` and
@@ -334,18 +336,38 @@ class Conv2dLayer(PatchLayer):
         return 2 * (2 * pixels * pixels * c + 2 * t * t * self.out_features)
 
 
-class BatchNormLayer:
-    """``nn.BatchNorm{1,2,3}d`` in eval mode: ``y = γ · x̂ + β`` with running statistics."""
+class _ChannelWise:
+    """A layer whose parameters act per channel (or as one scalar): its trainable weight and
+    bias (``None`` when frozen or absent) and the module's own values, which a frozen
+    parameter keeps in the perturbed forward.
 
-    def __init__(self, module: nn.modules.batchnorm._BatchNorm, name: str) -> None:
+    Args:
+        module: The module.
+        name: Its qualified name (for messages).
+        weight_name: Attribute of the weight (``'scale'`` for mmcv's ``Scale``).
+        bias_name: Attribute of the bias, ``None`` for layers without one.
+    """
+
+    def __init__(self, module: nn.Module, name: str, weight_name: str = 'weight',
+                 bias_name: str | None = 'bias') -> None:
         self.module = module
         self.name = name
-        self.weight = _own_trainable(module, 'weight')
-        self.bias = _own_trainable(module, 'bias')
+        self.weight = _own_trainable(module, weight_name)
+        self.bias = None if bias_name is None else _own_trainable(module, bias_name)
+        self.module_weight: Tensor = getattr(module, weight_name)
+        self.module_bias: Tensor | None = None if bias_name is None else getattr(module,
+                                                                                bias_name)
 
     def params(self) -> list[nn.Parameter]:
         """Trainable parameters this layer perturbs."""
         return [p for p in (self.weight, self.bias) if p is not None]
+
+    def check_mode(self) -> None:
+        """Refuse a mode in which a sample's output depends on its batch (none by default)."""
+
+
+class BatchNormLayer(_ChannelWise):
+    """``nn.BatchNorm{1,2,3}d`` in eval mode: ``y = γ · x̂ + β`` with running statistics."""
 
     def check_mode(self) -> None:
         """Refuse batch statistics: they would make a sample's loss depend on its batch."""
@@ -358,7 +380,7 @@ class BatchNormLayer:
         return torch.rsqrt(self.module.running_var + self.module.eps)
 
 
-class L2NormLayer:
+class L2NormLayer(_ChannelWise):
     """A channel-wise scaled L2 normalisation, ``y = w_c · x / (‖x‖₂ + eps)``, the norm taken
     over channels at each position: mmdet's ``L2Norm`` (SSD's VGG16 neck).
 
@@ -367,21 +389,38 @@ class L2NormLayer:
     """
 
     def __init__(self, module: nn.Module, name: str) -> None:
-        self.module = module
-        self.name = name
-        self.weight = _own_trainable(module, 'weight')
-
-    def params(self) -> list[nn.Parameter]:
-        """Trainable parameters this layer perturbs."""
-        return [] if self.weight is None else [self.weight]
-
-    def check_mode(self) -> None:
-        """Always per-sample: the norm is taken at each position of each sample."""
+        super().__init__(module, name, bias_name=None)
 
     def normalised(self, x: Tensor) -> Tensor:
         """``x / (‖x‖₂ + eps)`` with the norm over channels, as the module computes it."""
         x_float = x.float()
         return x_float / (x_float.pow(2).sum(1, keepdim=True).sqrt() + self.module.eps)
+
+
+class GroupNormLayer(_ChannelWise):
+    """``nn.GroupNorm`` with affine weights: ``y = γ_c · x̂ + β_c``, ``x̂`` normalised per
+    sample and group (FCOS's and ATSS's head towers). The statistics are the sample's own, so
+    the per-sample gradients are ``Σ δ·x̂`` and ``Σ δ`` per channel, as for an eval-mode
+    batch norm, with ``x̂`` recomputed from the recorded input."""
+
+    def normalised(self, x: Tensor) -> Tensor:
+        """``x̂``: the module's normalisation without its affine part, same shape as ``x``."""
+        return F.group_norm(x, self.module.num_groups, None, None, self.module.eps)
+
+
+class ScaleLayer(_ChannelWise):
+    """A learnable scalar factor, ``y = s · x``: mmcv's ``Scale`` (FCOS's and ATSS's box
+    branches, one per level). Recognised by class name and shape (a 0-dim ``scale``): the
+    scorers do not import mmcv."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        super().__init__(module, name, weight_name='scale', bias_name=None)
+
+
+def _is_scale(module: nn.Module) -> bool:
+    scale = getattr(module, 'scale', None)
+    return (type(module).__name__ == 'Scale' and isinstance(scale, nn.Parameter)
+            and scale.dim() == 0 and len(module._parameters) == 1)
 
 
 def _is_l2norm(module: nn.Module) -> bool:
@@ -390,7 +429,7 @@ def _is_l2norm(module: nn.Module) -> bool:
             and weight.dim() == 1 and hasattr(module, 'eps'))
 
 
-ChannelLayer = BatchNormLayer | L2NormLayer
+ChannelLayer = BatchNormLayer | L2NormLayer | GroupNormLayer | ScaleLayer
 
 
 def layer_for(module: nn.Module, name: str) -> PatchLayer | ChannelLayer | None:
@@ -412,8 +451,12 @@ def layer_for(module: nn.Module, name: str) -> PatchLayer | ChannelLayer | None:
         return Conv2dLayer(module, name)
     if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         return BatchNormLayer(module, name)
+    if type(module) is nn.GroupNorm:
+        return GroupNormLayer(module, name) if module.affine else None
     if _is_l2norm(module):
         return L2NormLayer(module, name)
+    if _is_scale(module):
+        return ScaleLayer(module, name)
     return None
 
 
@@ -568,32 +611,45 @@ class DenseGradient(LayerGradient):
         return forward
 
 
-class BatchNormGradient(LayerGradient):
-    """Per-sample ``γ`` and ``β`` gradients of an eval-mode batch norm, ``[B, C]`` each.
+def _accumulate(total: Tensor | None, part: Tensor) -> Tensor:
+    return part if total is None else total + part
+
+
+class ChannelGradient(LayerGradient):
+    """Per-sample gradients of a :class:`_ChannelWise` layer's weight and bias.
+
+    Subclasses give one call's gradients (:meth:`call_gradients`) and the forward with
+    per-sample parameters; the accumulation over calls, the norm terms and the per-sample
+    parameter values are shared.
 
     Args:
-        layer: The batch-norm layer.
+        layer: The layer.
         inputs: Its inputs ``[B, C, *]``, one per call.
         deltas: Output gradients, same shapes.
     """
 
-    def __init__(self, layer: BatchNormLayer, inputs: list[Tensor],
+    def __init__(self, layer: _ChannelWise, inputs: list[Tensor],
                  deltas: list[Tensor]) -> None:
         self.layer = layer
-        mod = layer.module
         self.g_weight: Tensor | None = None
         self.g_bias: Tensor | None = None
-        invstd = layer.invstd()
+        if not layer.params():
+            return
         for x, d in zip(inputs, deltas):
-            b, c = d.shape[:2]
-            d = d.reshape(b, c, -1)
-            sum_d = d.sum(dim=2)
-            if layer.weight is not None:
-                # Σ δ·x̂ = invstd · (Σ δ·x − μ · Σ δ): one pass over the activations, not three.
-                gw = ((d * x.reshape(b, c, -1)).sum(dim=2) - mod.running_mean * sum_d) * invstd
-                self.g_weight = gw if self.g_weight is None else self.g_weight + gw
-            if layer.bias is not None:
-                self.g_bias = sum_d if self.g_bias is None else self.g_bias + sum_d
+            g_weight, g_bias = self.call_gradients(x, d)
+            if g_weight is not None:
+                self.g_weight = _accumulate(self.g_weight, g_weight)
+            if g_bias is not None:
+                self.g_bias = _accumulate(self.g_bias, g_bias)
+
+    def call_gradients(self, x: Tensor, d: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """One call's per-sample weight and bias gradients (``None`` for a frozen one).
+
+        Args:
+            x: The call's input ``[B, C, *]``.
+            d: Its output gradient, same shape.
+        """
+        raise NotImplementedError
 
     def norm_terms(self, rule):
         terms = 0
@@ -603,61 +659,120 @@ class BatchNormGradient(LayerGradient):
             terms = terms + rule.norm_terms(self.g_bias, self.layer.bias)
         return terms
 
+    def perturbed_params(self, rule: PerturbationRule,
+                         scale: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Each sample's weight and bias, ``[B, *shape]``: ``θ + ε_b`` where trainable, the
+        module's own value where frozen."""
+        def value(grad: Tensor | None, param: Tensor | None) -> Tensor | None:
+            if param is None:
+                return None
+            if grad is None:
+                return param.unsqueeze(0).expand(scale.shape[0], *param.shape)
+            return rule.perturbed(grad, param, scale)
+
+        weight = value(self.g_weight, self.layer.module_weight)
+        assert weight is not None
+        return weight, value(self.g_bias, self.layer.module_bias)
+
+
+def _channel_view(x: Tensor) -> tuple[int, ...]:
+    """``(B, C, 1, ...)``: per-sample, per-channel values broadcast against ``x``."""
+    return (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+class BatchNormGradient(ChannelGradient):
+    """Per-sample ``γ`` and ``β`` gradients of an eval-mode batch norm, ``[B, C]`` each."""
+
+    layer: BatchNormLayer
+
+    def call_gradients(self, x, d):
+        b, c = d.shape[:2]
+        d = d.reshape(b, c, -1)
+        sum_d = d.sum(dim=2)
+        g_weight = None
+        if self.layer.weight is not None:
+            # Σ δ·x̂ = invstd · (Σ δ·x − μ · Σ δ): one pass over the activations, not three.
+            g_weight = ((d * x.reshape(b, c, -1)).sum(dim=2)
+                        - self.layer.module.running_mean * sum_d) * self.layer.invstd()
+        return g_weight, sum_d if self.layer.bias is not None else None
+
     def perturbed_forward(self, rule, scale):
-        mod = self.layer.module
-        gamma, beta = mod.weight.unsqueeze(0), mod.bias.unsqueeze(0)
-        if self.g_weight is not None:
-            gamma = rule.perturbed(self.g_weight, mod.weight, scale)
-        if self.g_bias is not None:
-            beta = rule.perturbed(self.g_bias, mod.bias, scale)
+        gamma, beta = self.perturbed_params(rule, scale)
         # y = (x - μ)·invstd·γ_b + β_b = x·a_b + (β_b - μ·a_b): one fused multiply-add.
-        a = (gamma * self.layer.invstd()).expand(scale.shape[0], -1)
-        shift = (beta - mod.running_mean * a).expand(scale.shape[0], -1)
+        a = gamma * self.layer.invstd()
+        shift = beta - self.layer.module.running_mean * a
 
         def forward(x: Tensor) -> Tensor:
-            view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+            view = _channel_view(x)
             return torch.addcmul(shift.reshape(view), x, a.reshape(view))
 
         return forward
 
 
-class L2NormGradient(LayerGradient):
-    """Per-sample weight gradients of an :class:`L2NormLayer`, ``Σ δ · x̂`` ``[B, C]``.
+class L2NormGradient(ChannelGradient):
+    """Per-sample weight gradients of an :class:`L2NormLayer`, ``Σ δ · x̂`` ``[B, C]``."""
 
-    Args:
-        layer: The L2-norm layer.
-        inputs: Its inputs ``[B, C, H, W]``, one per call.
-        deltas: Output gradients, same shapes.
-    """
+    layer: L2NormLayer
 
-    def __init__(self, layer: L2NormLayer, inputs: list[Tensor],
-                 deltas: list[Tensor]) -> None:
-        self.layer = layer
-        self.g_weight: Tensor | None = None
-        if layer.weight is None:
-            return
-        for x, d in zip(inputs, deltas):
-            b, c = d.shape[:2]
-            g = (d.reshape(b, c, -1) * layer.normalised(x).reshape(b, c, -1)).sum(dim=2)
-            g = g.to(layer.weight.dtype)
-            self.g_weight = g if self.g_weight is None else self.g_weight + g
-
-    def norm_terms(self, rule):
-        if self.g_weight is None:
-            return 0
-        return rule.norm_terms(self.g_weight, self.layer.weight)
+    def call_gradients(self, x, d):
+        b, c = d.shape[:2]
+        g = (d.reshape(b, c, -1) * self.layer.normalised(x).reshape(b, c, -1)).sum(dim=2)
+        return g.to(self.layer.module_weight.dtype), None
 
     def perturbed_forward(self, rule, scale):
-        layer = self.layer
-        weight = layer.module.weight.unsqueeze(0).expand(scale.shape[0], -1)
-        if self.g_weight is not None:
-            weight = rule.perturbed(self.g_weight, layer.module.weight, scale)
+        weight, _ = self.perturbed_params(rule, scale)
+        eps = self.layer.module.eps
 
         def forward(x: Tensor) -> Tensor:
             x_float = x.float()
-            norm = x_float.pow(2).sum(1, keepdim=True).sqrt() + layer.module.eps
+            norm = x_float.pow(2).sum(1, keepdim=True).sqrt() + eps
             # The module's own order of operations: (w · x) / norm.
             return (weight.float()[:, :, None, None] * x_float / norm).type_as(x)
+
+        return forward
+
+
+class GroupNormGradient(ChannelGradient):
+    """Per-sample ``γ`` and ``β`` gradients of a group norm, ``Σ δ·x̂`` and ``Σ δ`` ``[B, C]``."""
+
+    layer: GroupNormLayer
+
+    def call_gradients(self, x, d):
+        b, c = d.shape[:2]
+        d = d.reshape(b, c, -1)
+        g_weight = None
+        if self.layer.weight is not None:
+            g_weight = (d * self.layer.normalised(x).reshape(b, c, -1)).sum(dim=2)
+        return g_weight, d.sum(dim=2) if self.layer.bias is not None else None
+
+    def perturbed_forward(self, rule, scale):
+        gamma, beta = self.perturbed_params(rule, scale)
+        assert beta is not None  # an affine GroupNorm has both
+
+        def forward(x: Tensor) -> Tensor:
+            view = _channel_view(x)
+            return torch.addcmul(beta.reshape(view), self.layer.normalised(x),
+                                 gamma.reshape(view))
+
+        return forward
+
+
+class ScaleGradient(ChannelGradient):
+    """Per-sample gradient of a :class:`ScaleLayer`'s scalar, ``Σ δ·x``, kept as ``[B, 1]``
+    (the rules' per-sample reductions run over a trailing axis; ``[1]`` broadcasts against the
+    0-dim parameter)."""
+
+    layer: ScaleLayer
+
+    def call_gradients(self, x, d):
+        g = (d.reshape(d.shape[0], -1) * x.reshape(x.shape[0], -1)).sum(dim=1, keepdim=True)
+        return g.to(self.layer.module_weight.dtype), None
+
+    def perturbed_forward(self, rule, scale):
+        factor, _ = self.perturbed_params(rule, scale)
+
+        def forward(x: Tensor) -> Tensor:
+            return x * factor.reshape((x.shape[0],) + (1,) * (x.dim() - 1))
 
         return forward
 
@@ -665,4 +780,6 @@ class L2NormGradient(LayerGradient):
 __all__ = ['UnsupportedLayer', 'DenseOps', 'PatchLayer', 'LinearLayer', 'Conv2dLayer',
            'BatchNormLayer', 'ChannelLayer', 'L2NormLayer', 'layer_for', 'LayerGradient',
            'LowRankGradient', 'DenseGradient', 'BatchNormGradient', 'L2NormGradient',
+           'ChannelGradient', 'GroupNormLayer', 'GroupNormGradient', 'ScaleLayer',
+           'ScaleGradient',
            'PerturbedForward']
