@@ -31,6 +31,8 @@ CONFIGS = {
     'SSDAdapter': ROOT / 'configs' / 'det' / 'ssd_tiny_voc_demo.py',
     'SigmoidAnchorAdapter': ROOT / 'configs' / 'det' / 'retinanet_tiny_voc_demo.py',
     'TwoStageAdapter': ROOT / 'configs' / 'det' / 'faster_rcnn_tiny_voc_demo.py',
+    'FCOSAdapter': ROOT / 'configs' / 'det' / 'fcos_tiny_voc_demo.py',
+    'ATSSAdapter': ROOT / 'configs' / 'det' / 'atss_tiny_voc_demo.py',
 }
 SPLITS = (DemoSplit('VOC2007', 'trainval', 6), DemoSplit('VOC2007', 'test', 3, first_number=101),
           DemoSplit('VOC2012', 'trainval', 3, id_prefix='2008_'))
@@ -58,10 +60,22 @@ def build(voc_root: Path, adapter: str, **task_overrides):
     return TASKS.build(cfg.task)
 
 
+def detector(task, name: str):
+    """The family's tiny detector at its seed-0 initialisation, in eval mode."""
+    model = task.build_model(seed=0).eval()
+    if name == 'FCOSAdapter':
+        # Untrained, FCOS predicts distances near 0: point-sized boxes that contain no point
+        # of any level, so no box would have a positive. A bias of 2 strides makes them
+        # object-sized, as a trained FCOS predicts.
+        with torch.no_grad():
+            model.bbox_head.conv_reg.bias.fill_(2.0)
+    return model
+
+
 @pytest.fixture(scope='module', params=sorted(CONFIGS))
 def family(request, voc_root):
     task = build(voc_root, request.param)
-    return request.param, task, task.build_model(seed=0).eval()
+    return request.param, task, detector(task, request.param)
 
 
 def batch(task, ids):
@@ -85,7 +99,7 @@ def test_the_adapter_is_chosen_from_the_model_config(family):
 
 
 def test_detections_are_the_detector_own_predict_output(family):
-    _, task, model = family
+    name, task, model = family
     inputs = batch(task, [1, 2, 12008000001])
     dets = task.detections(model, inputs)
     data = model.data_preprocessor(inputs, False)
@@ -96,8 +110,11 @@ def test_detections_are_the_detector_own_predict_output(family):
         assert len(det) == len(ref) == 8
         assert torch.equal(det.bboxes, ref.bboxes) and torch.equal(det.labels, ref.labels)
         assert torch.equal(det.scores, ref.scores)
-        # The class distribution kept with a detection gives exactly its score.
-        assert torch.equal(det.probs[torch.arange(len(det)), det.labels], det.scores)
+        # The class distribution kept with a detection gives exactly its score (times the
+        # centre-ness factor, for heads with one).
+        factor = det.score_factors if 'score_factors' in det else 1.0
+        assert torch.equal(det.probs[torch.arange(len(det)), det.labels] * factor, det.scores)
+        assert ('score_factors' in det) == (name in ('FCOSAdapter', 'ATSSAdapter'))
 
 
 def test_weighted_box_losses_add_up_to_mmdet_loss_of_the_image_alone(family):
@@ -128,7 +145,8 @@ def _mmdet_loss_cls(model, data):
     the definition the two-stage adapter splits (see heads/two_stage.py).
     """
     if not hasattr(model, 'roi_head'):
-        return sum(model.loss(data['inputs'], data['data_samples'])['loss_cls'])
+        loss = model.loss(data['inputs'], data['data_samples'])['loss_cls']
+        return loss if torch.is_tensor(loss) else sum(loss)  # one term, or one per level
     feats = model.extract_feat(data['inputs'])
     none = [InstanceData(bboxes=feats[0].new_zeros(0, 4)) for _ in data['data_samples']]
     return model.roi_head.loss(feats, none, data['data_samples'])['loss_cls']
@@ -210,6 +228,30 @@ def test_two_stage_options_it_cannot_split_are_refused(key, value, message):
         node = node[part]
     node[last] = value
     with pytest.raises(ConfigError, match=message):
+        build_head_adapter(model)
+
+
+@pytest.mark.parametrize('adapter', ['SigmoidAnchorAdapter', 'FCOSAdapter', 'ATSSAdapter'])
+def test_focal_adapters_refuse_a_loss_they_cannot_split(adapter):
+    from saal_tasks.core.errors import ConfigError
+    from saal_tasks.tasks.detection.heads import build_head_adapter
+    model = Config.fromfile(str(CONFIGS[adapter])).task.model.to_dict()
+    assert type(build_head_adapter(model)).__name__ == adapter
+    model['bbox_head']['loss_cls'] = dict(type='CrossEntropyLoss', use_sigmoid=True)
+    with pytest.raises(ConfigError, match=f"bbox_head.loss_cls is 'CrossEntropyLoss' with "
+                                          f"use_sigmoid=True: {adapter} splits a sigmoid"):
+        build_head_adapter(model)
+
+
+def test_a_quality_head_without_an_adapter_is_refused_naming_the_adapters():
+    """GFL's classification target is the IoU of the predicted box: no adapter splits it,
+    and the refusal names every adapter that exists."""
+    from saal_tasks.core.errors import ConfigError
+    from saal_tasks.tasks.detection.heads import build_head_adapter
+    model = Config.fromfile(str(CONFIGS['ATSSAdapter'])).task.model.to_dict()
+    model['bbox_head']['type'] = 'GFLHead'
+    with pytest.raises(ConfigError, match=r"no head adapter handles 'ATSS' with head "
+                                          r"'GFLHead'.*FCOSAdapter \(FCOSHead\)"):
         build_head_adapter(model)
 
 

@@ -45,7 +45,11 @@ class HeadOutput:
         cls_logits: Class logits ``[B, A, C']`` (``C' = C + 1`` with background last for
             softmax heads, ``C`` for sigmoid heads).
         bbox_deltas: Box deltas ``[B, A, 4]``, or ``None`` when only classification was run.
-        priors: Anchors ``[A, 4]`` in network-input pixels.
+        score_factors: Logits of the heads' quality branch ``[B, A]`` (FCOS's and ATSS's
+            centre-ness), whose sigmoid multiplies the class scores before NMS; ``None`` for
+            heads without one or when only classification was run.
+        priors: Anchors ``[A, 4]`` (points ``[A, 2]`` for anchor-free heads) in network-input
+            pixels.
         level_sizes: ``(H_l, W_l)`` per level.
         level_starts: Index of the first anchor of each level, ``[L + 1]`` (last = A).
         num_base_priors: Anchors per feature-map cell, per level.
@@ -56,6 +60,7 @@ class HeadOutput:
     feats: tuple[Tensor, ...]
     cls_logits: Tensor
     bbox_deltas: Tensor | None
+    score_factors: Tensor | None
     priors: Tensor
     level_sizes: list[tuple[int, int]]
     level_starts: list[int]
@@ -70,15 +75,20 @@ def _flatten(level_maps: list[Tensor], width: int) -> Tensor:
     return torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, width) for m in level_maps], dim=1)
 
 
+#: Per level: class-logit maps, box maps (``None`` unless asked for) and score-factor maps
+#: (``None`` for heads without a quality branch, or unless box maps were asked for).
+LevelMaps = tuple[list[Tensor], list[Tensor] | None, list[Tensor] | None]
+
+
 class AnchorHeadAdapter(HeadAdapter):
-    """The part of SSD and RetinaNet that is the same: outputs, post-processing, BADGE."""
+    """The part of every dense head that is the same: outputs, post-processing, BADGE."""
 
     # ------------------------------------------------------------ family-specific parts
-    def level_logits(self, head: nn.Module, feats: tuple[Tensor, ...],
-                     with_boxes: bool) -> tuple[list[Tensor], list[Tensor] | None]:
-        """Class-logit maps per level, and box-delta maps when ``with_boxes``."""
+    def level_maps(self, head: nn.Module, feats: tuple[Tensor, ...],
+                   with_boxes: bool) -> LevelMaps:
+        """The head's maps per level (see :data:`LevelMaps`)."""
         cls_scores, bbox_preds = head(feats)
-        return list(cls_scores), list(bbox_preds) if with_boxes else None
+        return list(cls_scores), list(bbox_preds) if with_boxes else None, None
 
     def distribution(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """``(probs [A, C'], scores [A, C])`` of anchor logits: the class distribution kept
@@ -97,7 +107,7 @@ class AnchorHeadAdapter(HeadAdapter):
         batch_inputs = data['inputs']
         head = model.bbox_head
         feats = model.extract_feat(batch_inputs)
-        cls_maps, box_maps = self.level_logits(head, feats, with_boxes)
+        cls_maps, box_maps, factor_maps = self.level_maps(head, feats, with_boxes)
         level_sizes = [tuple(int(s) for s in f.shape[-2:]) for f in feats]
         priors = head.prior_generator.grid_priors(level_sizes, dtype=batch_inputs.dtype,
                                                   device=batch_inputs.device)
@@ -106,7 +116,9 @@ class AnchorHeadAdapter(HeadAdapter):
             starts.append(starts[-1] + p.shape[0])
         return HeadOutput(
             feats=feats, cls_logits=_flatten(cls_maps, head.cls_out_channels),
-            bbox_deltas=None if box_maps is None else _flatten(box_maps, 4),
+            bbox_deltas=None if box_maps is None else _flatten(box_maps,
+                                                               head.bbox_coder.encode_size),
+            score_factors=None if factor_maps is None else _flatten(factor_maps, 1)[..., 0],
             priors=torch.cat(priors), level_sizes=level_sizes, level_starts=starts,
             num_base_priors=list(head.prior_generator.num_base_priors),
             img_shapes=[tuple(m['img_shape'][:2]) for m in metas],
@@ -121,7 +133,9 @@ class AnchorHeadAdapter(HeadAdapter):
 
         Returns:
             ``bboxes [K, 4]``, ``scores [K]``, ``labels [K]``, ``anchors [K]`` (index into
-            ``out.priors``) and ``probs [K, C']`` (the source anchor's class distribution).
+            ``out.priors``) and ``probs [K, C']`` (the source anchor's class distribution);
+            with a quality branch also ``score_factors [K]`` (its sigmoid), and then
+            ``scores = probs[label] · score_factors``, as mmdet multiplies them before NMS.
         """
         head = model.bbox_head
         cfg = head.test_cfg if test_cfg is None else test_cfg
@@ -144,6 +158,9 @@ class AnchorHeadAdapter(HeadAdapter):
         result = InstanceData(bboxes=bboxes, scores=torch.cat(kept_scores),
                               labels=torch.cat(kept_labels), anchors=anchors,
                               probs=probs_all[anchors])
+        if out.score_factors is not None:
+            result.score_factors = out.score_factors[index][anchors].sigmoid()
+            result.scores = result.scores * result.score_factors
         min_size = cfg.get('min_bbox_size', -1)
         if min_size >= 0 and len(result) > 0:
             w = result.bboxes[:, 2] - result.bboxes[:, 0]
@@ -218,12 +235,12 @@ class SSDAdapter(AnchorHeadAdapter):
         if not hasattr(head, 'loss_cls'):
             head.loss_cls = None
 
-    def level_logits(self, head: nn.Module, feats: tuple[Tensor, ...],
-                     with_boxes: bool) -> tuple[list[Tensor], list[Tensor] | None]:
+    def level_maps(self, head: nn.Module, feats: tuple[Tensor, ...],
+                   with_boxes: bool) -> LevelMaps:
         # SSD's head is one conv per level and branch: run only the branches needed.
         cls_maps = [conv(f) for f, conv in zip(feats, head.cls_convs)]
         box_maps = [conv(f) for f, conv in zip(feats, head.reg_convs)] if with_boxes else None
-        return cls_maps, box_maps
+        return cls_maps, box_maps, None
 
     def distribution(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         probs = logits.softmax(-1)
@@ -282,31 +299,20 @@ class SigmoidAnchorAdapter(AnchorHeadAdapter):
     head_types = ('RetinaHead', 'RetinaSepBNHead')
 
     def check_model_cfg(self, model_cfg: dict) -> None:
-        head = model_cfg.get('bbox_head', {})
-        loss = head.get('loss_cls', {})
-        if not loss.get('use_sigmoid', False) or loss.get('type') != 'FocalLoss':
-            raise ConfigError(
-                f'task.model.bbox_head.loss_cls is {loss.get("type")!r} with use_sigmoid='
-                f'{loss.get("use_sigmoid")}: {type(self).__name__} splits a sigmoid '
-                "FocalLoss over the pseudo-boxes; use dict(type='FocalLoss', "
-                'use_sigmoid=True, ...) as mmdet\'s RetinaNet configs do')
-        sampler = model_cfg.get('train_cfg', {}).get('sampler', {}).get('type', 'PseudoSampler')
+        check_focal_loss(type(self).__name__, model_cfg)
+        train_cfg = model_cfg.get('train_cfg') or {}
+        sampler = train_cfg.get('sampler', {}).get('type', 'PseudoSampler')
         if sampler != 'PseudoSampler':
             raise ConfigError(f'task.model.train_cfg.sampler is {sampler!r}: the focal-loss '
                               "adapter needs 'PseudoSampler' (every anchor counts, as in "
                               'RetinaNet)')
 
-    def level_logits(self, head: nn.Module, feats: tuple[Tensor, ...],
-                     with_boxes: bool) -> tuple[list[Tensor], list[Tensor] | None]:
+    def level_maps(self, head: nn.Module, feats: tuple[Tensor, ...],
+                   with_boxes: bool) -> LevelMaps:
         if with_boxes or type(head).__name__ != 'RetinaHead':
-            return super().level_logits(head, feats, with_boxes)
+            return super().level_maps(head, feats, with_boxes)
         # RetinaHead's towers are separate: the box losses need only the class tower.
-        maps = []
-        for x in feats:
-            for conv in head.cls_convs:
-                x = conv(x)
-            maps.append(head.retina_cls(x))
-        return maps, None
+        return class_tower_maps(feats, head.cls_convs, head.retina_cls), None, None
 
     def distribution(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         probs = logits.sigmoid()
@@ -320,28 +326,87 @@ class SigmoidAnchorAdapter(AnchorHeadAdapter):
                                                            device=priors.device))
         inside = anchor_inside_flags(priors, valid, out.img_shapes[index],
                                      head.train_cfg['allowed_border'])
-        assign = head.assigner.assign(InstanceData(priors=priors[inside]),
-                                      InstanceData(bboxes=boxes, labels=labels))
         # Anchors outside the image are not assigned at all: they count as ignored.
         gt_inds = torch.full((priors.shape[0],), -1, dtype=torch.long, device=priors.device)
-        gt_inds[inside] = assign.gt_inds
-        pos = gt_inds > 0
-        targets = torch.full_like(gt_inds, head.num_classes)
-        targets[pos] = labels[gt_inds[pos] - 1]
-        weights = (gt_inds >= 0).to(logits.dtype)
-        pos_weight = head.train_cfg.get('pos_weight', -1)
-        if pos_weight > 0:
-            weights[pos] = pos_weight
-        anchor_loss = head.loss_cls(logits, targets, weights,
-                                    reduction_override='none').sum(dim=1)
-        neg_sum = anchor_loss[gt_inds == 0].sum()
-        return split_over_boxes(anchor_loss, gt_inds, boxes.shape[0], neg_sum)
+        gt_inds[inside] = self.assign_inside(head, priors, inside, out,
+                                             InstanceData(bboxes=boxes, labels=labels))
+        return focal_box_losses(head, logits, gt_inds, labels,
+                                head.train_cfg.get('pos_weight', -1))
+
+    def assign_inside(self, head: nn.Module, priors: Tensor, inside: Tensor, out: HeadOutput,
+                      boxes: InstanceData) -> Tensor:
+        """The head's own assignment of the anchors inside the image to the pseudo-boxes.
+
+        Args:
+            head: The dense head.
+            priors: Every anchor ``[A, 4]``.
+            inside: Which anchors are inside the image ``[A]`` (bool).
+            out: The batch's outputs (level sizes).
+            boxes: The pseudo-boxes as ground truth (``bboxes``, ``labels``).
+
+        Returns:
+            ``gt_inds`` of the inside anchors ``[A_inside]`` (mmdet's ``AssignResult``).
+        """
+        return head.assigner.assign(InstanceData(priors=priors[inside]), boxes).gt_inds
 
     def box_entropies(self, boxes: InstanceData) -> Tensor:
         """Sum over classes of each box's binary entropies (a sigmoid head scores every
         class independently), in ``[0, C·log 2]``."""
         p = boxes.probs.clamp(1e-12, 1 - 1e-12)
         return -(p * p.log() + (1 - p) * (1 - p).log()).sum(dim=1)
+
+
+def class_tower_maps(feats: tuple[Tensor, ...], tower: nn.ModuleList,
+                     classifier: nn.Module) -> list[Tensor]:
+    """Class logits per level from a head's class tower alone (the box tower is not needed
+    for the box losses): ``classifier(tower(x))`` for each level's features ``x``."""
+    maps = []
+    for x in feats:
+        for conv in tower:
+            x = conv(x)
+        maps.append(classifier(x))
+    return maps
+
+
+def check_focal_loss(adapter: str, model_cfg: dict) -> None:
+    """Refuse, in one line, a dense head whose ``loss_cls`` is not a sigmoid ``FocalLoss``
+    (the loss the focal-loss adapters split over the pseudo-boxes)."""
+    head = model_cfg.get('bbox_head', {})
+    loss = head.get('loss_cls', {})
+    if not loss.get('use_sigmoid', False) or loss.get('type') != 'FocalLoss':
+        raise ConfigError(
+            f'task.model.bbox_head.loss_cls is {loss.get("type")!r} with use_sigmoid='
+            f'{loss.get("use_sigmoid")}: {adapter} splits a sigmoid FocalLoss over the '
+            "pseudo-boxes; use dict(type='FocalLoss', use_sigmoid=True, ...) as mmdet's "
+            f'{head.get("type")} configs do')
+
+
+def focal_box_losses(head: nn.Module, logits: Tensor, gt_inds: Tensor, labels: Tensor,
+                     pos_weight: float) -> BoxLosses:
+    """A sigmoid head's focal loss of one image split over its pseudo-boxes.
+
+    The loss of a prior is the model's own ``loss_cls`` (``FocalLoss``, summed over classes)
+    against its target: the label of its box, or background; ignored priors count nothing.
+    mmdet divides the image's summed loss by its positive priors, so
+    :func:`.base.split_over_boxes` applies with every background prior in the background term.
+
+    Args:
+        head: The dense head (``loss_cls``, ``num_classes``).
+        logits: Class logits of the image's priors ``[A, C]``.
+        gt_inds: Assignment of each prior ``[A]`` (``k + 1`` box ``k``, 0 background, -1
+            ignored).
+        labels: Labels of the pseudo-boxes ``[K]``.
+        pos_weight: Weight of a positive prior's loss (``<= 0``: 1, as mmdet's ``pos_weight``).
+    """
+    pos = gt_inds > 0
+    targets = torch.full_like(gt_inds, head.num_classes)
+    targets[pos] = labels[gt_inds[pos] - 1]
+    weights = (gt_inds >= 0).to(logits.dtype)
+    if pos_weight > 0:
+        weights[pos] = pos_weight
+    prior_loss = head.loss_cls(logits, targets, weights, reduction_override='none').sum(dim=1)
+    neg_sum = prior_loss[gt_inds == 0].sum()
+    return split_over_boxes(prior_loss, gt_inds, labels.shape[0], neg_sum)
 
 
 def anchor_cells(out: HeadOutput, anchors: Tensor) -> list[tuple[int, int, int]]:
@@ -380,5 +445,8 @@ class LevelProjections:
         return self._matrices[level_channels]
 
 
-__all__ = ['AnchorHeadAdapter', 'HeadOutput', 'LevelProjections', 'SSDAdapter',
-           'SigmoidAnchorAdapter', 'anchor_cells', 'select_pseudo_boxes', 'ssd_box_losses']
+__all__ = ['AnchorHeadAdapter', 'HeadOutput', 'LevelMaps', 'LevelProjections', 'SSDAdapter',
+           'SigmoidAnchorAdapter', 'anchor_cells', 'check_focal_loss', 'class_tower_maps',
+           'focal_box_losses',
+           'select_pseudo_boxes',
+           'ssd_box_losses']

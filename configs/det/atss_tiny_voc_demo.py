@@ -1,0 +1,7 @@
+# ATSS on the detection demo (`make demo-det` writes the data): the tiny ATSS of
+# _base_/tiny_atss.py, 128 px input. The data, schedule and AL protocol are those of
+# ssd_tiny_voc_demo.py; box-sum SAAL splits ATSS's own focal loss over the pseudo-boxes
+# (ATSSAdapter, chosen from bbox_head.type), and centre-ness scales the detection scores.
+_base_ = ['./ssd_tiny_voc_demo.py', './_base_/tiny_atss.py']
+
+task = dict(model={{_base_._tiny_atss}})
