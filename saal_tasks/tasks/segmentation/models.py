@@ -287,6 +287,7 @@ def build_segmentor(cfg: Mapping[str, Any]) -> nn.Module:
             f'backbone weights {weights} not found: put ImageNet ResNet-101 weights '
             '(torchvision resnet101 state dict, .pth) there or set backbone_weights=None to '
             'train from scratch')
+    _check_local_checkpoints(cfg, 'task.model')
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(cfg)
     # init_weights writes one log entry per parameter; keep the run's log readable.
@@ -295,6 +296,23 @@ def build_segmentor(cfg: Mapping[str, Any]) -> nn.Module:
     if weights is not None:
         load_backbone_weights(model.backbone, weights)
     return model
+
+
+def _check_local_checkpoints(node: Any, key: str) -> None:
+    """Refuse, in one line, an ``init_cfg`` of type ``Pretrained`` whose checkpoint is a
+    local path with no file (mmseg configs name them; a URL is left to mmengine)."""
+    if isinstance(node, Mapping):
+        checkpoint = node.get('checkpoint')
+        if (node.get('type') == 'Pretrained' and isinstance(checkpoint, str)
+                and '://' not in checkpoint and not Path(checkpoint).is_file()):
+            raise ConfigError(
+                f'{key}.checkpoint: {checkpoint} not found: save the pretrained weights '
+                f'there, or set {key.rsplit(".", 1)[0]}.init_cfg=None to train from scratch')
+        for name, value in node.items():
+            _check_local_checkpoints(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _check_local_checkpoints(value, f'{key}[{i}]')
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
