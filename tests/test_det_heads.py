@@ -178,6 +178,35 @@ def test_scoring_keeps_parameters_and_scores_images_without_objects(family, voc_
     assert bit_identical(model, before)
 
 
+@pytest.mark.parametrize('name', ['SigmoidAnchorAdapter', 'FCOSAdapter', 'ATSSAdapter'])
+def test_focal_families_assign_priors_once_per_image(name, voc_root, monkeypatch):
+    """The prior assignment depends on the boxes and the priors only (SSD assigns inside its
+    hard-negative mining, RoI heads do not assign): SAAL's clean and
+    perturbed passes of an image share it (one assignment per image, two loss passes), and
+    a slice of the boxes gets its own, equal to a fresh computation."""
+    task = build(voc_root, name)
+    model = detector(task, name)
+    adapter = task.adapter
+    calls = []
+    real = adapter.prior_assignment
+    monkeypatch.setattr(adapter, 'prior_assignment',
+                        lambda *args: calls.append(1) or real(*args))
+    saal_scorer().score(task, model, np.array([1, 2, 3]), np.random.default_rng(0))
+    assert len(calls) == 3
+    inputs = batch(task, [4])
+    boxes = task.pseudo_label(model, inputs)[0]
+    out = adapter.forward(model, inputs, with_boxes=False)
+    whole = adapter.box_losses(model, out, 0, boxes)
+    first = adapter.box_losses(model, out, 0, boxes[:3])
+    fresh = adapter.box_losses(model, out, 0, InstanceData(bboxes=boxes.bboxes[:3].clone(),
+                                                           labels=boxes.labels[:3].clone()))
+    assert len(calls) == 3 + 3  # the new boxes', then the slice's own, then the copy's
+    adapter.box_losses(model, out, 0, boxes)
+    assert len(calls) == 6  # the boxes kept theirs
+    assert torch.equal(first.per_box, fresh.per_box) and first.per_box.numel() == 3
+    assert whole.per_box.numel() == len(boxes)
+
+
 def test_box_entropy_is_bounded_and_badge_embeds_every_image(family):
     _, task, model = family
     inputs = batch(task, [1, 2])

@@ -29,6 +29,10 @@ from ....core.errors import ConfigError
 from .base import (HEAD_ADAPTERS, BoxLosses, HeadAdapter, empty_box_losses,
                    select_pseudo_boxes, split_over_boxes)
 
+#: Metainfo key under which pseudo-boxes keep their prior assignment (see
+#: :meth:`AnchorHeadAdapter.assignment`).
+ASSIGNMENT_KEY = '_prior_assignment'
+
 ensure_mmcv_ops()  # before mmdet and mmcv.ops: mmdet imports mmcv.ops at import time
 
 from mmcv.ops import batched_nms  # noqa: E402
@@ -95,10 +99,46 @@ class AnchorHeadAdapter(HeadAdapter):
         with each detection, and the per-class scores that post-processing thresholds."""
         raise NotImplementedError
 
-    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor, boxes: Tensor,
-                      labels: Tensor, out: HeadOutput, index: int) -> BoxLosses:
-        """The family's classification loss of one image's anchors, split over its boxes."""
+    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor,
+                      boxes: InstanceData, out: HeadOutput, index: int) -> BoxLosses:
+        """The family's classification loss of one image's anchors, split over its boxes.
+
+        Args:
+            head: The dense head.
+            logits: Class logits of the image's priors ``[A, C']``.
+            priors: The priors ``[A, 4]`` (points ``[A, 2]``).
+            boxes: The image's pseudo-boxes (``bboxes [K, 4]``, no gradient; ``labels [K]``),
+                ``K > 0``.
+            out: The batch's outputs (level sizes, image and pad shapes).
+            index: The image in the batch.
+        """
         raise NotImplementedError
+
+    def prior_assignment(self, head: nn.Module, priors: Tensor, boxes: InstanceData,
+                         out: HeadOutput, index: int) -> Tensor:
+        """The head's own assignment of the image's priors to its pseudo-boxes, ``gt_inds
+        [A]``: ``k + 1`` for box ``k``, 0 background, -1 ignored (families that assign)."""
+        raise NotImplementedError
+
+    def assignment(self, head: nn.Module, priors: Tensor, boxes: InstanceData,
+                   out: HeadOutput, index: int) -> Tensor:
+        """:meth:`prior_assignment`, computed once per pseudo-boxes object and geometry.
+
+        The assignment depends on the priors and the boxes only, never on the weights, so the
+        clean and the perturbed pass of an image share it: it is kept in the boxes' metainfo
+        with what it was computed from (the boxes' storage, version and count, the level
+        sizes, the image and pad shapes), and a slice or an edited copy of the boxes, or
+        other priors, compute their own.
+        """
+        key = (boxes.bboxes.data_ptr(), boxes.bboxes._version, len(boxes),
+               tuple(out.level_sizes), out.img_shapes[index], out.pad_shapes[index],
+               str(priors.device))
+        kept = boxes.metainfo.get(ASSIGNMENT_KEY)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        gt_inds = self.prior_assignment(head, priors, boxes, out, index)
+        boxes.set_metainfo({ASSIGNMENT_KEY: (key, gt_inds)})
+        return gt_inds
 
     # ------------------------------------------------------------ shared parts
     def forward(self, model: nn.Module, inputs: dict, with_boxes: bool) -> HeadOutput:
@@ -176,8 +216,7 @@ class AnchorHeadAdapter(HeadAdapter):
         logits = out.cls_logits[index]
         if len(boxes) == 0:
             return empty_box_losses(logits)
-        return self.anchor_losses(model.bbox_head, logits, out.priors, boxes.bboxes.detach(),
-                                  boxes.labels, out, index)
+        return self.anchor_losses(model.bbox_head, logits, out.priors, boxes, out, index)
 
     def badge_embeddings(self, model: nn.Module, out: HeadOutput, boxes: list[InstanceData],
                          projections: 'LevelProjections | None') -> Tensor:
@@ -246,8 +285,8 @@ class SSDAdapter(AnchorHeadAdapter):
         probs = logits.softmax(-1)
         return probs, probs[:, :-1]
 
-    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor, boxes: Tensor,
-                      labels: Tensor, out: HeadOutput, index: int) -> BoxLosses:
+    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor,
+                      boxes: InstanceData, out: HeadOutput, index: int) -> BoxLosses:
         """SSD's classification loss of one image, split over its pseudo-boxes.
 
         Anchors are matched to the boxes by the head's own assigner (IoU >= 0.5, plus each
@@ -255,7 +294,7 @@ class SSDAdapter(AnchorHeadAdapter):
         ``neg_pos_ratio·|P|`` hardest background anchors (SSD's hard-negative mining, within
         this image). See :func:`.base.split_over_boxes`.
         """
-        return ssd_box_losses(head, logits, priors, boxes, labels)
+        return ssd_box_losses(head, logits, priors, boxes.bboxes.detach(), boxes.labels)
 
     def box_entropies(self, boxes: InstanceData) -> Tensor:
         """Entropy (nats) of each box's softmax, background included, in
@@ -318,20 +357,29 @@ class SigmoidAnchorAdapter(AnchorHeadAdapter):
         probs = logits.sigmoid()
         return probs, probs
 
-    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor, boxes: Tensor,
-                      labels: Tensor, out: HeadOutput, index: int) -> BoxLosses:
-        """RetinaNet's focal loss of one image, split over its pseudo-boxes."""
-        level_sizes = out.level_sizes
-        valid = torch.cat(head.prior_generator.valid_flags(level_sizes, out.pad_shapes[index],
+    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor,
+                      boxes: InstanceData, out: HeadOutput, index: int) -> BoxLosses:
+        """The focal loss of one image, split over its pseudo-boxes."""
+        gt_inds = self.assignment(head, priors, boxes, out, index)
+        return focal_box_losses(head, logits, gt_inds, boxes.labels, self.pos_weight(head))
+
+    def pos_weight(self, head: nn.Module) -> float:
+        """Weight of a positive prior's loss (mmdet's ``train_cfg.pos_weight``)."""
+        return (head.train_cfg or {}).get('pos_weight', -1)
+
+    def prior_assignment(self, head: nn.Module, priors: Tensor, boxes: InstanceData,
+                         out: HeadOutput, index: int) -> Tensor:
+        """The anchors inside the image assigned by the head's assigner; the others are
+        ignored (-1), as mmdet's ``AnchorHead`` computes targets."""
+        valid = torch.cat(head.prior_generator.valid_flags(out.level_sizes, out.pad_shapes[index],
                                                            device=priors.device))
         inside = anchor_inside_flags(priors, valid, out.img_shapes[index],
                                      head.train_cfg['allowed_border'])
-        # Anchors outside the image are not assigned at all: they count as ignored.
         gt_inds = torch.full((priors.shape[0],), -1, dtype=torch.long, device=priors.device)
-        gt_inds[inside] = self.assign_inside(head, priors, inside, out,
-                                             InstanceData(bboxes=boxes, labels=labels))
-        return focal_box_losses(head, logits, gt_inds, labels,
-                                head.train_cfg.get('pos_weight', -1))
+        gt_inds[inside] = self.assign_inside(
+            head, priors, inside, out,
+            InstanceData(bboxes=boxes.bboxes.detach(), labels=boxes.labels))
+        return gt_inds
 
     def assign_inside(self, head: nn.Module, priors: Tensor, inside: Tensor, out: HeadOutput,
                       boxes: InstanceData) -> Tensor:

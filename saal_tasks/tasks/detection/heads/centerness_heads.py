@@ -21,8 +21,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from .anchor_heads import (HeadOutput, LevelMaps, SigmoidAnchorAdapter, check_focal_loss,
-                           class_tower_maps, focal_box_losses)
-from .base import HEAD_ADAPTERS, BoxLosses
+                           class_tower_maps)
+from .base import HEAD_ADAPTERS
 
 
 class CenternessAdapter(SigmoidAnchorAdapter):
@@ -58,17 +58,19 @@ class FCOSAdapter(CenternessAdapter):
     head_types = ('FCOSHead',)
     classifier = 'conv_cls'
 
-    def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor, boxes: Tensor,
-                      labels: Tensor, out: HeadOutput, index: int) -> BoxLosses:
-        """FCOS's focal loss of one image, split over its pseudo-boxes."""
-        num_boxes = boxes.shape[0]
+    def pos_weight(self, head: nn.Module) -> float:
+        return -1  # FCOS weighs every point 1 whatever train_cfg says
+
+    def prior_assignment(self, head: nn.Module, priors: Tensor, boxes: InstanceData,
+                         out: HeadOutput, index: int) -> Tensor:
+        """mmdet's FCOS assignment of the points, as box indices (see the class docstring)."""
+        num_boxes = len(boxes)
         points = [priors[lo:hi] for lo, hi in zip(out.level_starts, out.level_starts[1:])]
         box_of = torch.arange(num_boxes, device=priors.device) - num_boxes
-        assigned, _ = head.get_targets(points, [InstanceData(bboxes=boxes, labels=box_of)])
+        assigned, _ = head.get_targets(
+            points, [InstanceData(bboxes=boxes.bboxes.detach(), labels=box_of)])
         assigned = torch.cat(assigned)
-        gt_inds = torch.where(assigned < 0, assigned + num_boxes + 1,
-                              torch.zeros_like(assigned))
-        return focal_box_losses(head, logits, gt_inds, labels, pos_weight=-1)
+        return torch.where(assigned < 0, assigned + num_boxes + 1, torch.zeros_like(assigned))
 
 
 @HEAD_ADAPTERS.register_module()
