@@ -85,7 +85,7 @@ task = dict(source=dict(data_root='{data}/synthia'), target=dict(data_root='{dat
             target_size=(32, 64), batch_size=2, target_batch_size=2, log_interval=1000,
             flip=True, local_consistency_weight=0.0, negative_learning_weight=0.0)
 # The rules the recording was made with (RIPU's rules became the configs' default later).
-selector = dict(budget_rule='pixels', persistent_suppression=False)
+selector = dict(budget_rule='pixels', persistent_suppression=False, tie_break='row_major')
 al = dict(schedule=dict(round_iters=[20, 30, 40]))
 hooks = []
 """

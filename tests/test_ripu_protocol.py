@@ -18,13 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ripu_round(scores, active, labeled, picks, r, s):
     """One round of RIPU's loop in one image, written out directly: ``picks`` times take the
-    highest score, reveal its ``(2r+1)²`` window and mask its ``(2s+1)²`` window out of the
-    scores and into ``active`` (which the caller keeps for the next round). In place."""
-    score = scores.astype(np.float64).copy()
-    score[active] = -np.inf
+    highest score as RIPU does (``torch.max`` over the rows, then over the columns, each
+    returning its first maximum), reveal its ``(2r+1)²`` window and mask its ``(2s+1)²``
+    window out of the scores and into ``active`` (which the caller keeps for the next round).
+    In place."""
+    score = torch.from_numpy(scores.astype(np.float64))
+    score[torch.from_numpy(active)] = -np.inf
     for _ in range(picks):
-        h, w = np.unravel_index(int(np.argmax(score)), score.shape)
-        assert np.isfinite(score[h, w]), 'test sizes must leave candidates'
+        values, indices_h = torch.max(score, dim=0)
+        _, indices_w = torch.max(values, dim=0)
+        w = indices_w.item()
+        h = indices_h[w].item()
+        assert np.isfinite(float(score[h, w])), 'test sizes must leave candidates'
         score[max(h - s, 0):h + s + 1, max(w - s, 0):w + s + 1] = -np.inf
         active[max(h - s, 0):h + s + 1, max(w - s, 0):w + s + 1] = True
         labeled[max(h - r, 0):h + r + 1, max(w - r, 0):w + r + 1] = True
@@ -103,17 +108,35 @@ def test_blocked_mask_is_the_union_of_earlier_suppression_windows():
         RegionSelector(budget_ratio=0.05, num_selections=3).blocked_before(labeled), labeled)
 
 
-@pytest.mark.parametrize('setting', ['RA', 'PA'])
+def test_equal_scores_go_to_the_leftmost_column_first_as_in_ripu():
+    scores = np.zeros((3, 4), np.float32)
+    scores[0, 2] = scores[1, 0] = 1.0  # equal maxima: row 0 / column 2 and row 1 / column 0
+    common = dict(budget_pixels=1, num_selections=1, region_radius=0, suppress_radius=0,
+                  budget_rule='regions')
+    ripu = RegionSelector(**common, tie_break='column_major')
+    assert ripu.select_regions(scores, np.zeros((3, 4), bool))[0].tolist() == [1 * 4 + 0]
+    row = RegionSelector(**common)  # the default
+    assert row.select_regions(scores, np.zeros((3, 4), bool))[0].tolist() == [0 * 4 + 2]
+    # Among all-equal scores RIPU walks down the first column.
+    sel = RegionSelector(**dict(common, budget_pixels=3), tie_break='column_major')
+    assert sel.select_regions(np.ones((3, 4), np.float32),
+                              np.zeros((3, 4), bool))[0].tolist() == [0, 4, 8]
+
+
+@pytest.mark.parametrize('setting', ['RA', 'PA', 'RA ties', 'PA ties'])
 def test_selection_matches_ripu_loop_over_rounds(setting):
-    if setting == 'RA':
+    """Five rounds against RIPU's loop written out; the 'ties' cases draw scores from a
+    few levels (many exactly equal, as impurity's zeros make them), so the order of equal
+    scores decides most picks."""
+    if setting.startswith('RA'):
         sel = RegionSelector(budget_ratio=0.022, num_selections=5, region_radius=1,
                              suppress_radius=2, budget_rule='regions',
-                             persistent_suppression=True)
+                             persistent_suppression=True, tie_break='column_major')
         shape = (48, 96)
     else:
         sel = RegionSelector(budget_pixels=40, num_selections=5, region_radius=0,
                              suppress_radius=32, budget_rule='regions',
-                             persistent_suppression=True)
+                             persistent_suppression=True, tie_break='column_major')
         shape = (330, 660)  # room for 40 pixels 33 apart
     rng = np.random.default_rng(0)
     ripu_active = np.zeros(shape, bool)
@@ -122,6 +145,8 @@ def test_selection_matches_ripu_loop_over_rounds(setting):
     picks = sel.round_regions(shape)
     for _ in range(5):
         scores = rng.random(shape).astype(np.float32)  # a new model each round
+        if setting.endswith('ties'):
+            scores = np.floor(scores * 3).astype(np.float32) / 3
         ripu_round(scores, ripu_active, ripu_labeled, picks, sel.region_radius,
                    sel.suppress_radius)
         pixels = sel.select_units([scores], [ours], rng)[0]

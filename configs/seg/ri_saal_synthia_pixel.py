@@ -6,4 +6,4 @@ _base_ = ['ri_saal_synthia.py']
 scorer = dict(k=32)
 selector = dict(_delete_=True, type='RegionSelector', budget_pixels=40, num_selections=5,
                 region_radius=0, suppress_radius=32, budget_rule='regions',
-                persistent_suppression=True)
+                persistent_suppression=True, tie_break='column_major')

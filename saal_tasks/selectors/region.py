@@ -20,6 +20,10 @@ from ..registry import SELECTORS
 #: How a round's budget is counted: revealed pixels (``'pixels'``) or picked regions
 #: (``'regions'``, RIPU's rule).
 BUDGET_RULES = ('pixels', 'regions')
+#: Which of equal scores is visited first: the lower row-major index (``'row_major'``), or
+#: the leftmost column, then the top row (``'column_major'``: RIPU's two ``torch.max`` calls,
+#: over rows and then over columns, each returning the first maximum).
+TIE_BREAKS = ('row_major', 'column_major')
 
 
 def _nonneg_int(name: str, value: object, minimum: int = 0) -> int:
@@ -40,7 +44,7 @@ class RegionSelector(BaseUnitSelector):
     1. blocked pixels are never centres: the pixels labeled before and, with
        ``persistent_suppression``, every pixel within Chebyshev distance ``suppress_radius``
        of an earlier round's centre (see below); the other pixels are visited in descending
-       score (ties: lower flat index first), one stable argsort per image;
+       score, equal scores in ``tie_break`` order, one stable argsort per image;
     2. a pixel is skipped if it became blocked earlier in this round;
     3. its region is the ``(2r+1)²`` window around it (``r = region_radius``) clipped to the
        image; the newly revealed pixels are the region minus the pixels labeled before or
@@ -66,11 +70,17 @@ class RegionSelector(BaseUnitSelector):
 
     ``region_radius = 0`` is pixel-based annotation (each pick reveals its own pixel).
 
+    ``tie_break``: RIPU takes each centre with ``torch.max`` over the rows, then over the
+    columns, so of equal scores the leftmost column wins, then the top row
+    (``'column_major'``); ``'row_major'`` prefers the top row, then the leftmost column.
+    Equal scores are common where they matter: region impurity is exactly 0 in every pure
+    window, so P × S ties at 0 wherever a class region is wider than the window.
+
     RIPU's settings (the paper configs): region-based ``budget_ratio=0.022`` (DeepLab-v2) or
     ``0.05`` (DeepLab-v3+), ``num_selections=5``, ``region_radius=1``, ``suppress_radius=2``;
     pixel-based ``budget_pixels=40``, ``num_selections=5``, ``region_radius=0``,
-    ``suppress_radius=32``; both with ``budget_rule='regions'`` and
-    ``persistent_suppression=True``.
+    ``suppress_radius=32``; both with ``budget_rule='regions'``,
+    ``persistent_suppression=True`` and ``tie_break='column_major'``.
 
     Args:
         budget_ratio: Total fraction of each image's pixels to annotate over the run, in
@@ -82,6 +92,7 @@ class RegionSelector(BaseUnitSelector):
             again (in the same round, or in any later round with ``persistent_suppression``).
         budget_rule: ``'pixels'`` or ``'regions'`` (above).
         persistent_suppression: Earlier rounds' suppression windows still block (RIPU).
+        tie_break: Order of equal scores, one of :data:`TIE_BREAKS` (RIPU: ``'column_major'``).
     """
 
     #: Each image's units depend only on its own map and mask (chunked scoring applies).
@@ -90,7 +101,7 @@ class RegionSelector(BaseUnitSelector):
     def __init__(self, *, budget_ratio: float | None = None, budget_pixels: int | None = None,
                  num_selections: int, region_radius: int = 1,
                  suppress_radius: int = 2, budget_rule: str = 'pixels',
-                 persistent_suppression: bool = False) -> None:
+                 persistent_suppression: bool = False, tie_break: str = 'row_major') -> None:
         if (budget_ratio is None) == (budget_pixels is None):
             raise ConfigError('RegionSelector needs exactly one of budget_ratio (fraction of '
                               'each image) and budget_pixels (pixels per image)')
@@ -116,8 +127,12 @@ class RegionSelector(BaseUnitSelector):
         if not isinstance(persistent_suppression, (bool, np.bool_)):
             raise ConfigError(f'RegionSelector.persistent_suppression must be True or False, '
                               f'got {persistent_suppression!r}')
+        if tie_break not in TIE_BREAKS:
+            raise ConfigError(f'RegionSelector.tie_break must be one of {TIE_BREAKS}, '
+                              f'got {tie_break!r}')
         self.budget_rule = budget_rule
         self.persistent_suppression = bool(persistent_suppression)
+        self.tie_break = tie_break
 
     # ------------------------------------------------------------------ budget
     def total_budget(self, shape: tuple[int, ...]) -> int:
@@ -192,8 +207,7 @@ class RegionSelector(BaseUnitSelector):
             # lookup per visit: the walk may pass many of them, windows are written per pick.
             blocked = self.blocked_before(labeled)
             blocked_flat = blocked.reshape(-1)
-            # float64 first: negating unsigned integer scores would wrap around.
-            order = np.argsort(-scores.reshape(-1).astype(np.float64), kind='stable')
+            order = self._visit_order(scores)
             order = order[~blocked_flat[order]]
             for idx in order.tolist():  # Python ints iterate faster than numpy scalars
                 if blocked_flat[idx]:
@@ -212,6 +226,17 @@ class RegionSelector(BaseUnitSelector):
                     break
         pixels = np.flatnonzero(covered_flat & ~labeled.reshape(-1)).astype(np.int64)
         return np.asarray(centres, dtype=np.int64), pixels
+
+    def _visit_order(self, scores: np.ndarray) -> np.ndarray:
+        """Flat (row-major) indices ``[H·W]`` by descending score, ties in ``tie_break``
+        order (one stable argsort)."""
+        # float64 first: negating unsigned integer scores would wrap around.
+        negated = -scores.astype(np.float64)
+        if self.tie_break == 'row_major':
+            return np.argsort(negated.reshape(-1), kind='stable')
+        height, width = scores.shape
+        by_column = np.argsort(negated.T.reshape(-1), kind='stable')  # w·H + h
+        return (by_column % height) * width + by_column // height
 
     def select_units(self, unit_scores: list[np.ndarray], labeled: list[np.ndarray],
                      rng: np.random.Generator) -> list[np.ndarray]:
@@ -255,7 +280,8 @@ class RegionSelector(BaseUnitSelector):
         return (f'RegionSelector({budget}, num_selections={self.num_selections}, '
                 f'region_radius={self.region_radius}, '
                 f'suppress_radius={self.suppress_radius}, budget_rule={self.budget_rule!r}, '
-                f'persistent_suppression={self.persistent_suppression})')
+                f'persistent_suppression={self.persistent_suppression}, '
+                f'tie_break={self.tie_break!r})')
 
 
 __all__ = ['RegionSelector']

@@ -41,11 +41,12 @@ task = dict(
     negative_learning_threshold=0.05,
     eval_batch_size=2,
     log_interval=50)
-# RIPU's selection rules: a round places ceil(H*W*ratio/5/9) 3x3 regions per image, and each
-# centre's 5x5 suppression window blocks later centres in every later round too.
+# RIPU's selection rules: a round places ceil(H*W*ratio/5/9) 3x3 regions per image, each
+# centre's 5x5 suppression window blocks later centres in every later round too, and equal
+# scores go to the leftmost column, then the top row (RIPU's torch.max over rows, then columns).
 selector = dict(type='RegionSelector', budget_ratio=0.022, num_selections=5,
                 region_radius=1, suppress_radius=2, budget_rule='regions',
-                persistent_suppression=True)
+                persistent_suppression=True, tie_break='column_major')
 al = dict(
     num_rounds=5,
     budget=None,  # per image: the selector's budget
