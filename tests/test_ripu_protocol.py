@@ -234,6 +234,7 @@ def test_paper_configs_use_ripus_protocol():
     from mmengine.config import Config
     ra = Config.fromfile(ROOT / 'configs/seg/ri_saal_synthia.py')
     assert ra.selector.budget_rule == 'regions' and ra.selector.persistent_suppression
+    assert ra.selector.tie_break == 'column_major'
     assert (ra.selector.region_radius, ra.selector.suppress_radius) == (1, 2)
     assert ra.task.source_size == (720, 1280) and ra.task.target_size == (640, 1280)
     assert ra.task.flip is False and ra.task.unit_size == (1024, 2048)
@@ -243,6 +244,7 @@ def test_paper_configs_use_ripus_protocol():
     for name in ('ri_saal_synthia_pixel', 'ripu_synthia_pixel'):
         pa = Config.fromfile(ROOT / f'configs/seg/{name}.py')
         assert pa.scorer.k == 32 and pa.selector.suppress_radius == 32
+        assert pa.selector.tie_break == 'column_major'
         assert pa.selector.region_radius == 0 and pa.selector.budget_pixels == 40
     assert Config.fromfile(ROOT / 'configs/seg/ripu_synthia_pixel.py').scorer.pixel_scorer.type \
         == 'PixelEntropyScorer'

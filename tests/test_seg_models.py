@@ -192,11 +192,14 @@ def test_deeplab_v3plus_from_mmseg_config_is_mmsegs_model_in_the_paper_setting(s
     ours = seg.deeplab_v3plus(num_classes=16, freeze_bn=True)['decode_head']
     normalise = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
     assert normalise(model_cfg['decode_head']) == normalise(ours)
-    # The ImageNet weights file the config names is checked before building, in one line.
-    with pytest.raises(ConfigError, match=r'task\.model\.backbone\.init_cfg\.checkpoint: '
-                                          r'checkpoints/resnet101_v1c\.pth not found.*'
-                                          r'task\.model\.backbone\.init_cfg=None'):
-        seg.build_segmentor(seg.model_config(model_cfg, 16))
+    # The ImageNet weights file the config names is checked when the task reads its model
+    # option (before a run directory exists), and again before building, in one line.
+    missing = (r'task\.model\.backbone\.init_cfg\.checkpoint: checkpoints/resnet101_v1c\.pth '
+               r'not found.*task\.model\.backbone\.init_cfg=None')
+    with pytest.raises(ConfigError, match=missing):
+        seg.model_config(model_cfg, 16)
+    with pytest.raises(ConfigError, match=missing):
+        seg.build_segmentor(model_cfg)
     model_cfg['backbone']['init_cfg'] = None
     torch.manual_seed(0)
     model = seg.build_segmentor(seg.model_config(model_cfg, 16)).eval()

@@ -243,11 +243,15 @@ def model_config(model: Mapping[str, Any], num_classes: int) -> dict:
         A config for :func:`build_segmentor`.
 
     Raises:
-        ConfigError: ``arch`` names no builder of :data:`ARCHITECTURES`, or an option is
-            not one of its builder's.
+        ConfigError: ``arch`` names no builder of :data:`ARCHITECTURES`, an option is not
+            one of its builder's, or a full config's ``Pretrained`` ``init_cfg`` names a
+            local file that does not exist.
     """
     model = dict(model)
     if 'type' in model:  # a full mmseg segmentor config
+        # When the task is built, before a run directory exists: a missing weights file is
+        # a one-line error, not a failure at the first round.
+        _check_local_checkpoints(model, 'task.model')
         return model
     arch = model.pop('arch', None)
     if arch not in ARCHITECTURES:
