@@ -2,8 +2,8 @@
 
 The detectors are those of ``--configs``: by default the paper's (mmdet's SSD300 VGG16 for
 VOC's 20 classes, ``configs/det/ssd_voc_saal.py``, on generated 300x400 images), plus any
-other detection config (the tiny RetinaNet, Faster R-CNN, FCOS and ATSS demos run on 96x128
-images),
+other detection config (the tiny RetinaNet, Faster R-CNN, FCOS, ATSS and GFL demos run on
+96x128 images),
 randomly initialised, on generated images in the VOC layout. Both sides load the images
 from disk, ``--batch`` at a time:
 
@@ -22,7 +22,8 @@ Wall and CPU seconds are both printed: on a shared machine the CPU time is the s
     .venv/bin/python benchmarks/bench_detection_scoring.py --engines ReferenceEngine \
         FastExactEngine --batch 8 --images 8 --configs configs/det/ssd_voc_saal.py \
         configs/det/retinanet_tiny_voc_demo.py configs/det/faster_rcnn_tiny_voc_demo.py \
-        configs/det/fcos_tiny_voc_demo.py configs/det/atss_tiny_voc_demo.py
+        configs/det/fcos_tiny_voc_demo.py configs/det/atss_tiny_voc_demo.py \
+        configs/det/gfl_tiny_voc_demo.py
     .venv/bin/python benchmarks/bench_detection_scoring.py --device cuda   # the GPU check
 """
 from __future__ import annotations

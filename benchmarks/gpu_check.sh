@@ -47,7 +47,7 @@ if [[ ",$PARTS," == *",detection,"* ]]; then
         --engines ReferenceEngine FastExactEngine \
         --configs configs/det/ssd_voc_saal.py configs/det/retinanet_tiny_voc_demo.py \
         configs/det/faster_rcnn_tiny_voc_demo.py configs/det/fcos_tiny_voc_demo.py \
-        configs/det/atss_tiny_voc_demo.py | tee "$DET_OUT/table.md"
+        configs/det/atss_tiny_voc_demo.py configs/det/gfl_tiny_voc_demo.py | tee "$DET_OUT/table.md"
     echo "gpu_check: detection table in $DET_OUT/table.md"
 fi
 

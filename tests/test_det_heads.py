@@ -33,6 +33,7 @@ CONFIGS = {
     'TwoStageAdapter': ROOT / 'configs' / 'det' / 'faster_rcnn_tiny_voc_demo.py',
     'FCOSAdapter': ROOT / 'configs' / 'det' / 'fcos_tiny_voc_demo.py',
     'ATSSAdapter': ROOT / 'configs' / 'det' / 'atss_tiny_voc_demo.py',
+    'GFLAdapter': ROOT / 'configs' / 'det' / 'gfl_tiny_voc_demo.py',
 }
 SPLITS = (DemoSplit('VOC2007', 'trainval', 6), DemoSplit('VOC2007', 'test', 3, first_number=101),
           DemoSplit('VOC2012', 'trainval', 3, id_prefix='2008_'))
@@ -178,7 +179,8 @@ def test_scoring_keeps_parameters_and_scores_images_without_objects(family, voc_
     assert bit_identical(model, before)
 
 
-@pytest.mark.parametrize('name', ['SigmoidAnchorAdapter', 'FCOSAdapter', 'ATSSAdapter'])
+@pytest.mark.parametrize('name', ['SigmoidAnchorAdapter', 'FCOSAdapter', 'ATSSAdapter',
+                                  'GFLAdapter'])
 def test_focal_families_assign_priors_once_per_image(name, voc_root, monkeypatch):
     """The prior assignment depends on the boxes and the priors only (SSD assigns inside its
     hard-negative mining, RoI heads do not assign): SAAL's clean and
@@ -272,15 +274,25 @@ def test_focal_adapters_refuse_a_loss_they_cannot_split(adapter):
         build_head_adapter(model)
 
 
-def test_a_quality_head_without_an_adapter_is_refused_naming_the_adapters():
-    """GFL's classification target is the IoU of the predicted box: no adapter splits it,
-    and the refusal names every adapter that exists."""
+def test_a_head_without_an_adapter_is_refused_naming_the_adapters():
+    """VarifocalNet's head has no adapter: the refusal names every adapter that exists."""
     from saal_tasks.core.errors import ConfigError
     from saal_tasks.tasks.detection.heads import build_head_adapter
     model = Config.fromfile(str(CONFIGS['ATSSAdapter'])).task.model.to_dict()
-    model['bbox_head']['type'] = 'GFLHead'
+    model['bbox_head']['type'] = 'VFNetHead'
     with pytest.raises(ConfigError, match=r"no head adapter handles 'ATSS' with head "
-                                          r"'GFLHead'.*FCOSAdapter \(FCOSHead\)"):
+                                          r"'VFNetHead'.*FCOSAdapter \(FCOSHead\).*"
+                                          r"GFLAdapter \(GFLHead\)"):
+        build_head_adapter(model)
+
+
+def test_gfl_refuses_a_loss_it_cannot_split():
+    from saal_tasks.core.errors import ConfigError
+    from saal_tasks.tasks.detection.heads import build_head_adapter
+    model = Config.fromfile(str(CONFIGS['GFLAdapter'])).task.model.to_dict()
+    model['bbox_head']['loss_cls'] = dict(type='FocalLoss', use_sigmoid=True)
+    with pytest.raises(ConfigError, match="bbox_head.loss_cls is 'FocalLoss': GFLAdapter "
+                                          "splits GFL's sigmoid QualityFocalLoss"):
         build_head_adapter(model)
 
 

@@ -109,7 +109,7 @@ def test_a_coco_file_without_annotations_is_a_pool(coco_root):
     assert len(result.scores) == len(ids) and (result.scores > 0).all()
 
 
-@pytest.mark.parametrize('detector', ['ssd', 'retinanet', 'faster_rcnn', 'fcos'])
+@pytest.mark.parametrize('detector', ['ssd', 'retinanet', 'faster_rcnn', 'fcos', 'gfl'])
 def test_coco_round_trains_evaluates_with_coco_metric_and_round_trips_the_export(
         coco_root, tmp_path, detector):
     """Each detector family's COCO demo config: a round trains, scores with box-sum SAAL,

@@ -99,6 +99,13 @@ class AnchorHeadAdapter(HeadAdapter):
         with each detection, and the per-class scores that post-processing thresholds."""
         raise NotImplementedError
 
+    def decode_boxes(self, head: nn.Module, out: HeadOutput, index: int,
+                     anchors: Tensor) -> Tensor:
+        """Boxes ``[K, 4]`` (network-input pixels) of the priors ``anchors [K]`` of image
+        ``index``: the head's coder on each prior's box outputs, clipped to the image."""
+        return head.bbox_coder.decode(out.priors[anchors], out.bbox_deltas[index][anchors],
+                                      max_shape=out.img_shapes[index])
+
     def anchor_losses(self, head: nn.Module, logits: Tensor, priors: Tensor,
                       boxes: InstanceData, out: HeadOutput, index: int) -> BoxLosses:
         """The family's classification loss of one image's anchors, split over its boxes.
@@ -156,8 +163,9 @@ class AnchorHeadAdapter(HeadAdapter):
             starts.append(starts[-1] + p.shape[0])
         return HeadOutput(
             feats=feats, cls_logits=_flatten(cls_maps, head.cls_out_channels),
-            bbox_deltas=None if box_maps is None else _flatten(box_maps,
-                                                               head.bbox_coder.encode_size),
+            # Box channels per prior: 4 deltas, or GFL's 4 distributions over its bins.
+            bbox_deltas=None if box_maps is None else _flatten(
+                box_maps, box_maps[0].shape[1] // head.prior_generator.num_base_priors[0]),
             score_factors=None if factor_maps is None else _flatten(factor_maps, 1)[..., 0],
             priors=torch.cat(priors), level_sizes=level_sizes, level_starts=starts,
             num_base_priors=list(head.prior_generator.num_base_priors),
@@ -182,7 +190,6 @@ class AnchorHeadAdapter(HeadAdapter):
         score_thr = cfg.get('score_thr', 0)
         nms_pre = cfg.get('nms_pre', -1)
         probs_all, scores_all = self.distribution(out.cls_logits[index])
-        deltas_all = out.bbox_deltas[index]
         kept_scores, kept_labels, kept_anchors = [], [], []
         for level in range(len(out.level_sizes)):
             lo, hi = out.level_starts[level], out.level_starts[level + 1]
@@ -193,8 +200,7 @@ class AnchorHeadAdapter(HeadAdapter):
             kept_labels.append(labels)
             kept_anchors.append(keep + lo)
         anchors = torch.cat(kept_anchors)
-        bboxes = head.bbox_coder.decode(out.priors[anchors], deltas_all[anchors],
-                                        max_shape=out.img_shapes[index])
+        bboxes = self.decode_boxes(head, out, index, anchors)
         result = InstanceData(bboxes=bboxes, scores=torch.cat(kept_scores),
                               labels=torch.cat(kept_labels), anchors=anchors,
                               probs=probs_all[anchors])
