@@ -436,7 +436,7 @@ def check_focal_loss(adapter: str, model_cfg: dict) -> None:
 
 
 def focal_box_losses(head: nn.Module, logits: Tensor, gt_inds: Tensor, labels: Tensor,
-                     pos_weight: float) -> BoxLosses:
+                     pos_weight: float, quality: Tensor | None = None) -> BoxLosses:
     """A sigmoid head's focal loss of one image split over its pseudo-boxes.
 
     The loss of a prior is the model's own ``loss_cls`` (``FocalLoss``, summed over classes)
@@ -451,6 +451,9 @@ def focal_box_losses(head: nn.Module, logits: Tensor, gt_inds: Tensor, labels: T
             ignored).
         labels: Labels of the pseudo-boxes ``[K]``.
         pos_weight: Weight of a positive prior's loss (``<= 0``: 1, as mmdet's ``pos_weight``).
+        quality: Soft targets ``[A]`` for a Quality Focal Loss (GFL: each positive prior's
+            IoU, 0 for the others), passed with the labels as ``(labels, quality)``; ``None``
+            for a plain focal loss.
     """
     pos = gt_inds > 0
     targets = torch.full_like(gt_inds, head.num_classes)
@@ -458,7 +461,12 @@ def focal_box_losses(head: nn.Module, logits: Tensor, gt_inds: Tensor, labels: T
     weights = (gt_inds >= 0).to(logits.dtype)
     if pos_weight > 0:
         weights[pos] = pos_weight
-    prior_loss = head.loss_cls(logits, targets, weights, reduction_override='none').sum(dim=1)
+    if quality is None:  # FocalLoss: [A, C], summed over the classes
+        prior_loss = head.loss_cls(logits, targets, weights,
+                                   reduction_override='none').sum(dim=1)
+    else:  # QualityFocalLoss sums over the classes itself: [A]
+        prior_loss = head.loss_cls(logits, (targets, quality), weights,
+                                   reduction_override='none')
     neg_sum = prior_loss[gt_inds == 0].sum()
     return split_over_boxes(prior_loss, gt_inds, labels.shape[0], neg_sum)
 

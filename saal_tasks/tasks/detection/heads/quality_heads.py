@@ -21,8 +21,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ....core.errors import ConfigError
-from .anchor_heads import HeadOutput, LevelMaps
-from .base import HEAD_ADAPTERS, BoxLosses, split_over_boxes
+from .anchor_heads import HeadOutput, LevelMaps, focal_box_losses
+from .base import HEAD_ADAPTERS, BoxLosses
 from .centerness_heads import ATSSAdapter
 
 # After .anchor_heads, which makes mmcv's ops importable before mmdet is.
@@ -85,8 +85,6 @@ class GFLAdapter(ATSSAdapter):
         gt_inds = self.assignment(head, priors, boxes, out, index)
         pos = gt_inds > 0
         box_of_pos = gt_inds[pos] - 1
-        labels = torch.full_like(gt_inds, head.num_classes)
-        labels[pos] = boxes.labels[box_of_pos]
         quality = logits.new_zeros(gt_inds.shape[0])
         if bool(pos.any()):
             strides = self._strides(head, out, priors.device)[pos][:, None]
@@ -95,14 +93,8 @@ class GFLAdapter(ATSSAdapter):
             quality[pos] = bbox_overlaps(predicted.detach(),
                                          boxes.bboxes.detach()[box_of_pos] / strides,
                                          is_aligned=True)
-        weights = (gt_inds >= 0).to(logits.dtype)
-        pos_weight = self.pos_weight(head)
-        if pos_weight > 0:
-            weights[pos] = pos_weight
-        prior_loss = head.loss_cls(logits, (labels, quality), weights,
-                                   reduction_override='none')
-        neg_sum = prior_loss[gt_inds == 0].sum()
-        return split_over_boxes(prior_loss, gt_inds, len(boxes), neg_sum)
+        return focal_box_losses(head, logits, gt_inds, boxes.labels, self.pos_weight(head),
+                                quality=quality)
 
 
 __all__ = ['GFLAdapter']
