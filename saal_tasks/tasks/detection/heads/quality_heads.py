@@ -88,8 +88,9 @@ class GFLAdapter(ATSSAdapter):
         quality = logits.new_zeros(gt_inds.shape[0])
         if bool(pos.any()):
             strides = self._strides(head, out, priors.device)[pos][:, None]
+            # Only the positives' distributions, as mmdet's loss integrates them.
             predicted = head.bbox_coder.decode(head.anchor_center(priors[pos]) / strides,
-                                               self._distances(head, out, index)[pos])
+                                               head.integral(out.bbox_deltas[index][pos]))
             quality[pos] = bbox_overlaps(predicted.detach(),
                                          boxes.bboxes.detach()[box_of_pos] / strides,
                                          is_aligned=True)
