@@ -409,6 +409,22 @@ def test_conv_dense_ops_match_autograd_and_conv2d(kwargs, ops_cls):
         torch.testing.assert_close(out[b:b + 1], ref, rtol=1e-12, atol=1e-12)
 
 
+def test_conv_row_weight_is_made_once_per_weight_state():
+    conv = nn.Conv2d(4, 6, 3, padding=1).double()
+    layer = Conv2dLayer(conv, 'conv')
+    first = layer.row_weight()
+    # Entry order (kh, kw, C), the order of the patch rows.
+    torch.testing.assert_close(first, conv.weight.permute(0, 2, 3, 1).reshape(6, -1),
+                               rtol=0, atol=0)
+    assert layer.row_weight() is first
+    assert not first.requires_grad
+    with torch.no_grad():
+        conv.weight.mul_(2.0)  # in place: the version changes, the storage does not
+    again = layer.row_weight()
+    assert again is not first
+    torch.testing.assert_close(again, 2.0 * first, rtol=0, atol=0)
+
+
 def test_linear_gram_and_rows_on_tokens():
     gen = torch.Generator().manual_seed(3)
     layer = LinearLayer(nn.Linear(4, 3).double(), 'proj')
