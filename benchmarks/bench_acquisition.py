@@ -6,7 +6,8 @@ CIFAR-shaped synthetic images, see ``synthetic_data.py``) with
 * ``authors``: the released code's loop (deep copy, backward, in-place ε, forward per sample;
   ``authors_loop.py``), the baseline of every comparison;
 * ``reference``: ``ReferenceEngine`` (exact, one sample at a time, perturbs in place);
-* ``fast``: ``FastExactEngine`` (exact, per-layer factors, chunks of ``--chunk``);
+* ``fast``: ``FastExactEngine`` (exact, per-layer factors, chunks of ``--chunk`` for SAM and
+  of ``--asam-chunk`` for ASAM: the chunk sizes of the shipped scorer configs by default);
 * ``batchwise10`` / ``batchwise100``: ``BatchwiseEngine`` (one ε per group: an approximation);
 
 for SAM (ρ = 0.05, q = 2) and ASAM (ρ = 0.05), plus plain batched inference of the same model
@@ -62,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--pool', type=int, default=500, help='samples scored per method')
     parser.add_argument('--chunk', type=int, default=32,
-                        help='FastExactEngine chunk size and inference batch size')
+                        help='FastExactEngine chunk size for SAM and inference batch size '
+                             '(configs/_base_/scorers/saal_sam.py uses 32)')
+    parser.add_argument('--asam-chunk', type=int, default=8,
+                        help="FastExactEngine chunk size for ASAM (saal_asam.py's 8: every "
+                             'per-sample gradient then fits the keep budget)')
     parser.add_argument('--dtype', choices=('float32', 'float64'), default='float32')
     parser.add_argument('--threads', default=str(torch.get_num_threads()),
                         help='torch intra-op threads in every method process; a comma-separated '
@@ -95,8 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.thread_counts = [int(t) for t in str(args.threads).split(',')]
     except ValueError:
         parser.error(f'--threads takes integers separated by commas, got {args.threads!r}')
-    if min([args.pool, args.chunk, *args.thread_counts]) < 1 or args.warmup < 0:
-        parser.error('--pool, --chunk and --threads must be >= 1, --warmup >= 0')
+    if min([args.pool, args.chunk, args.asam_chunk, *args.thread_counts]) < 1 \
+            or args.warmup < 0:
+        parser.error('--pool, --chunk, --asam-chunk and --threads must be >= 1, '
+                     '--warmup >= 0')
     # One thread count per table: the workers of a sweep are started with the one they time.
     args.threads = args.thread_counts[0]
     return args
@@ -197,7 +204,8 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
         if method == 'authors':
             return authors_loop_scores(task, model, sample_ids,
                                        PERTURBATIONS.build(PERTURBATION_CFGS[pert]))
-        result = _scorer(method, pert, args.chunk).score(
+        chunk = args.asam_chunk if pert == 'asam' else args.chunk
+        result = _scorer(method, pert, chunk).score(
             task, model, sample_ids, np.random.default_rng(0))
         return result.scores, result.extras['clean_loss']
 
@@ -365,7 +373,7 @@ def run_table(args: argparse.Namespace, specs: list[dict[str, str]], model_path:
     header = (f"{env['date']}, {env['cpu']} ({env['cpus']} CPUs, {args.threads} threads), "
               f"device {args.device}{' ' + env['gpu'] if 'gpu' in env else ''}, torch "
               f"{env['torch']}; ResNet-18 (32x32 stem, eval), {args.dtype}, pool {args.pool}, "
-              f"chunk {args.chunk}; load average at start/end "
+              f"chunk {args.chunk} (ASAM {args.asam_chunk}); load average at start/end "
               f"{env['load_start'][0]:.2f}/{env['load_end'][0]:.2f}")
     return header, results, env
 
