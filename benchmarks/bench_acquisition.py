@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmengine.config import Config
 
 # The perturbation module first: it imports the core package before the scorers package.
 from saal_tasks.registry import PERTURBATIONS, TASKS
@@ -59,15 +60,22 @@ SCORING_METHODS = ('authors', 'reference', 'fast', 'batchwise10', 'batchwise100'
 BASELINE = 'authors'
 
 
+def shipped_chunk(scorer_config: str) -> int:
+    """The ``FastExactEngine`` chunk size of a shipped scorer config, so that the benchmark
+    times what the configs run (``configs/_base_/scorers/<scorer_config>.py``)."""
+    path = Path(__file__).resolve().parents[1] / 'configs/_base_/scorers' / f'{scorer_config}.py'
+    return int(Config.fromfile(str(path)).scorer.engine.chunk_size)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--pool', type=int, default=500, help='samples scored per method')
-    parser.add_argument('--chunk', type=int, default=32,
+    parser.add_argument('--chunk', type=int, default=shipped_chunk('saal_sam'),
                         help='FastExactEngine chunk size for SAM and inference batch size '
-                             '(configs/_base_/scorers/saal_sam.py uses 32)')
-    parser.add_argument('--asam-chunk', type=int, default=8,
-                        help="FastExactEngine chunk size for ASAM (saal_asam.py's 8: every "
-                             'per-sample gradient then fits the keep budget)')
+                             '(default: that of configs/_base_/scorers/saal_sam.py)')
+    parser.add_argument('--asam-chunk', type=int, default=shipped_chunk('saal_asam'),
+                        help='FastExactEngine chunk size for ASAM (default: that of '
+                             'configs/_base_/scorers/saal_asam.py)')
     parser.add_argument('--dtype', choices=('float32', 'float64'), default='float32')
     parser.add_argument('--threads', default=str(torch.get_num_threads()),
                         help='torch intra-op threads in every method process; a comma-separated '
