@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import subprocess
@@ -50,6 +49,7 @@ from saal_tasks.registry import PERTURBATIONS, TASKS
 from saal_tasks.scorers import SharpnessScorer
 
 from authors_loop import authors_loop_scores
+from machine import cpu_name
 import synthetic_data  # noqa: F401  (registers SyntheticImagesData)
 
 PERTURBATION_CFGS = {
@@ -307,8 +307,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text()
-                .splitlines() if line.startswith('model name')), platform.processor())
+    cpu = cpu_name()
     env = dict(date=datetime.datetime.now().isoformat(timespec='seconds'), torch=torch.__version__,
                python=platform.python_version(), cpu=cpu, cpus=os.cpu_count(),
                threads=args.threads, device=args.device)

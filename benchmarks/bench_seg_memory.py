@@ -17,26 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/seg/ri_saal_tiny_demo.py'
 ROUND_FILES = ('scores.npz', 'selected.json', 'annotations.json')
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
 
 
 def one_round(data: Path, work_dir: Path, size: tuple[int, int], chunk: int | None) -> dict:

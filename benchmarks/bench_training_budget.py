@@ -11,7 +11,6 @@ counts, and prints the test accuracies and the final training loss (ln 10 = 2.30
 from __future__ import annotations
 
 import argparse
-import platform
 
 import numpy as np
 import torch
@@ -19,16 +18,7 @@ import torch
 import saal_tasks.tasks.classification  # noqa: F401  (registers the task and data)
 from saal_tasks.registry import TASKS
 
-
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (platform's answer elsewhere)."""
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
+from machine import cpu_name
 
 
 def main() -> None:

@@ -90,6 +90,100 @@ def test_aspp_sum_head_init_and_bad_config(seg):
         seg.MODELS.build(dict(type='ASPPSumHead', in_channels=8, num_classes=3, dilations=()))
 
 
+def _module_path_grads(head, x, grad_out, wanted):
+    """The head's output and gradients through its nn.Conv2d branches (autograd's backward)."""
+    hooks = [b.register_forward_hook(lambda *_: None) for b in head.branches]
+    try:  # a hook on a branch sends the head down the module path
+        out = head([x])
+        grads = torch.autograd.grad(out, wanted, grad_out)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, grads
+
+
+@pytest.mark.parametrize('dilations', [(6, 12, 18, 24), (1, 2, 3, 4), (2,)])
+def test_aspp_sum_head_matmul_backward_equals_autograd_in_float64(seg, dilations):
+    from saal_tasks.tasks.segmentation.summed_convs import uses_matmul_backward
+    torch.manual_seed(0)
+    head = _build_head(seg, 12, 5, dilations).double().eval()  # eval: the scoring path
+    with torch.no_grad():  # nonzero biases: their gradients are compared too
+        for b in head.branches:
+            b.bias.normal_()
+    x = _randn(2, 12, 9, 30, seed=1).double().requires_grad_(True)
+    grad_out = _randn(2, 5, 9, 30, seed=2).double()
+    wanted = [x, *head.parameters()]
+    assert uses_matmul_backward(x, head.branches)
+    out = head([x])
+    grads = torch.autograd.grad(out, wanted, grad_out)
+    ref_out, ref_grads = _module_path_grads(head, x, grad_out, wanted)
+    assert torch.equal(out, ref_out)  # the same F.conv2d calls, summed in the same order
+    assert len(grads) == len(ref_grads) == 1 + 2 * len(dilations)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    # Gradients for the weights only (a frozen input), then for the input only (frozen head).
+    x_frozen = x.detach()
+    g_w = torch.autograd.grad(head([x_frozen]), list(head.parameters()), grad_out)
+    for g, r in zip(g_w, ref_grads[1:]):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    head.requires_grad_(False)
+    (g_x,) = torch.autograd.grad(head([x]), [x], grad_out)
+    torch.testing.assert_close(g_x, ref_grads[0], rtol=1e-12, atol=1e-12)
+
+
+def test_aspp_sum_head_matmul_backward_under_torch_func_and_when_it_is_off(seg, monkeypatch):
+    from torch.func import functional_call, grad, vmap
+    from saal_tasks.tasks.segmentation import summed_convs
+    from saal_tasks.tasks.segmentation.summed_convs import uses_matmul_backward
+    torch.manual_seed(0)
+    head = _build_head(seg, 6, 3, (1, 3)).double().eval()
+    params = {k: v.detach() for k, v in head.named_parameters()}
+    xs = _randn(3, 6, 7, 8, seed=3).double()
+    calls = []
+    backward = summed_convs._SummedSameConvs.backward
+    monkeypatch.setattr(summed_convs._SummedSameConvs, 'backward',
+                        staticmethod(lambda ctx, g: calls.append(1) or backward(ctx, g)))
+
+    def loss(p, x):
+        return functional_call(head, p, ([x[None]],)).pow(2).sum()
+
+    # Per-sample gradients by vmap(grad) (the VectorizedEngine's route) go through it too.
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, xs)
+    assert calls
+    calls.clear()
+    head.train()  # training keeps autograd's own backward (the recorded runs)
+    torch.autograd.grad(head([xs[:1]]).sum(), list(head.parameters()))
+    assert not calls
+    head.eval()
+    for i in range(3):
+        hooks = [b.register_forward_hook(lambda *_: None) for b in head.branches]
+        try:  # the module path: autograd's own convolution backward
+            out = head([xs[i:i + 1]])
+            expected = torch.autograd.grad(out.pow(2).sum(), list(head.parameters()))
+        finally:
+            for h in hooks:
+                h.remove()
+        for (name, _), e in zip(head.named_parameters(), expected):
+            torch.testing.assert_close(per_sample[name][i], e, rtol=1e-12, atol=1e-12)
+    # The module path everywhere the matrix-product backward does not apply.
+    x = xs[:1].clone().requires_grad_(True)
+    assert uses_matmul_backward(x, head.branches)
+    with torch.no_grad():
+        assert not uses_matmul_backward(x, head.branches)
+    assert not uses_matmul_backward(xs[:1], head.branches.requires_grad_(False))
+    head.requires_grad_(True)
+    hook = head.branches[1].register_forward_hook(lambda *_: None)
+    assert not uses_matmul_backward(x, head.branches)
+    hook.remove()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not uses_matmul_backward(x, head.branches)
+    strided = torch.nn.Conv2d(6, 3, 3, stride=2, padding=1)
+    no_bias = torch.nn.Conv2d(6, 3, 3, padding=1, bias=False)
+    odd_padding = torch.nn.Conv2d(6, 3, 3, padding=2, dilation=1)
+    for conv in (strided, no_bias, odd_padding):
+        assert not uses_matmul_backward(x.float(), [conv.float()])
+
+
 # --------------------------------------------------------------------------- tiny
 def test_tiny_forward_shape_stride_and_gradients(seg):
     torch.manual_seed(0)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ...core.errors import ConfigError
 from ...compat.mmcv_ops import ensure_mmcv_ops
 from ...compat.mmengine_runtime import quiet_current_logger
+from .summed_convs import summed_same_convs, uses_matmul_backward
 
 ensure_mmcv_ops()  # before mmseg: mmseg imports mmcv.ops at import time
 
@@ -128,6 +129,12 @@ class ASPPSumHead(BaseDecodeHead):
             Logits ``[B, C, h, w]``.
         """
         x = self._transform_inputs(inputs)
+        # In eval mode (scoring: the exact SAAL gradient of each image) the same sum, with a
+        # backward 5-10x faster on CPU (summed_convs.py). Training keeps autograd's own
+        # backward: the float32 rounding of the other summation order would change trained
+        # weights, and so the recorded runs of tests/test_behaviour_preserved.py.
+        if not self.training and uses_matmul_backward(x, self.branches):
+            return summed_same_convs(x, self.branches)
         out = self.branches[0](x)
         for branch in self.branches[1:]:
             out = out + branch(x)
