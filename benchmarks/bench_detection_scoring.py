@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='ReferenceEngine and/or FastExactEngine')
     parser.add_argument('--batch', type=int, default=1,
                         help='images per inference batch and per FastExactEngine chunk')
+    parser.add_argument('--chunk', type=int, default=None,
+                        help='images per FastExactEngine chunk, if not --batch (the shipped '
+                             'scorer configs use 32)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--train-iters', type=int, default=0,
                         help='also time this many training iterations (SGD, batch --batch, '
@@ -116,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.config import Config
     from mmengine.logging import MMLogger
 
+    from saal_tasks.core.allocator import keep_freed_memory
     torch.set_num_threads(args.threads)
+    # As tools/train_al.py does: without it, glibc unmaps and re-faults every large
+    # activation, which made SSD300's batch-8 inference slower per image than batch 1.
+    keep_freed_memory()
     MMLogger.get_instance('bench_detection', log_level='WARNING')
     from saal_tasks.compat.mmcv_ops import active_path
     from saal_tasks.registry import SCORERS, TASKS
@@ -124,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import saal_tasks.tasks.detection.task  # noqa: F401  (chooses the mmcv ops)
     tmp = Path(tempfile.mkdtemp(prefix='bench_det_'))
-    n = args.images + args.batch  # the first batch warms up
+    n = args.images + max(args.batch, args.chunk or 0)  # the first batch warms up
     print(f'mmcv ops: {active_path()}; torch threads: {torch.get_num_threads()}; '
-          f'device {args.device}; batch {args.batch}; load average: {os.getloadavg()[0]:.1f}')
+          f'device {args.device}; CPU {cpu_name()}; inference batch {args.batch}; '
+          f'FastExactEngine chunk {args.chunk or args.batch}; '
+          f'load average: {os.getloadavg()[0]:.1f}')
     print('| detector | engine | boxes/image | inference s/img (wall, cpu) | '
           'scoring s/img (wall, cpu) | ratio wall | ratio cpu |')
     print('| --- | --- | --- | --- | --- | --- | --- |')
@@ -152,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             model = task.build_model(seed=0).to(args.device).eval()
             object_sized_boxes(model)
             ids = task.sample_ids()[:n]
-            warm, timed_ids = ids[:args.batch], ids[args.batch:]
+            warm = ids[:max(args.batch, args.chunk or 0)]
+            timed_ids = ids[len(warm):]
 
             def infer(sample_ids):
                 with torch.no_grad():
@@ -163,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
             scores: dict[str, np.ndarray] = {}
             for engine in args.engines:
-                chunk = {'chunk_size': args.batch} if engine == 'FastExactEngine' else {}
+                chunk = ({'chunk_size': args.chunk or args.batch}
+                         if engine == 'FastExactEngine' else {})
                 scorer = SCORERS.build({**cfg.scorer, 'engine': dict(type=engine, **chunk)})
 
                 def score(sample_ids):

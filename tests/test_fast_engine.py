@@ -13,7 +13,8 @@ from torchvision.models.resnet import BasicBlock
 
 from saal_tasks.scorers import SharpnessScorer
 from saal_tasks.scorers.fast_engine import FastExactEngine, plan_layers
-from saal_tasks.scorers.layer_factors import Conv2dLayer, LinearLayer, _GroupedConvOps, _RowOps
+from saal_tasks.scorers.layer_factors import (Conv2dLayer, LinearLayer, _GroupedConvOps,
+                                              _PerSampleConvOps, _RowOps)
 
 from conftest import TinyBNNet, bit_identical, snapshot
 
@@ -77,6 +78,20 @@ class TokenNet(nn.Module):
         return self.head(tokens.mean(dim=1))
 
 
+class RGBStemNet(nn.Module):
+    """An image stem as detectors have it: 3 input channels, 64x64 positions (the digits
+    upsampled and repeated), so its dense route is one plain convolution per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = F.interpolate(x, size=(64, 64)).repeat(1, 3, 1, 1)
+        return self.head(torch.relu(self.stem(x)).mean(dim=(2, 3)))
+
+
 def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:
     """Float64 copy with random weights and non-trivial batch-norm statistics, eval mode."""
     gen = torch.Generator().manual_seed(seed)
@@ -115,6 +130,16 @@ def test_tiny_resnet_matches_reference(digits_task, pert, method):
     model = _randomised(TinyResNet())
     _assert_parity(digits_task, model,
                    dict(type='FastExactEngine', chunk_size=9, layer_method=method), pert)
+
+
+@pytest.mark.parametrize('pert', [SAM, ASAM, SAM_Q3])
+def test_rgb_stem_per_sample_convolutions_match_reference(digits_task, pert):
+    model = _randomised(RGBStemNet())
+    layer = Conv2dLayer(model.stem, 'stem')
+    assert isinstance(layer.dense_ops(torch.zeros(2, 3, 64, 64)), _PerSampleConvOps)
+    assert isinstance(layer.dense_ops(torch.zeros(2, 3, 32, 32)), _GroupedConvOps)
+    _assert_parity(digits_task, model,
+                   dict(type='FastExactEngine', chunk_size=5, layer_method='dense'), pert)
 
 
 @pytest.mark.parametrize('pert,method', [(SAM, 'low_rank'), (SAM, 'dense'), (ASAM, 'auto')])
@@ -387,7 +412,7 @@ def test_conv_gram_equals_unfolded_patch_products(kwargs):
 
 
 @pytest.mark.parametrize('kwargs', CONVS)
-@pytest.mark.parametrize('ops_cls', [_RowOps, _GroupedConvOps])
+@pytest.mark.parametrize('ops_cls', [_RowOps, _GroupedConvOps, _PerSampleConvOps])
 def test_conv_dense_ops_match_autograd_and_conv2d(kwargs, ops_cls):
     gen = torch.Generator().manual_seed(2)
     conv = nn.Conv2d(3, 5, **kwargs).double()
