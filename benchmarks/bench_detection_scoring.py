@@ -9,9 +9,13 @@ from disk, ``--batch`` at a time:
 
 * ``inference``: ``model.predict`` (mmdet's inference with NMS) on batches of ``--batch``;
 * ``scoring``: ``SharpnessScorer`` with each engine of ``--engines``: ``ReferenceEngine``
-  (exact, one image at a time) or ``FastExactEngine`` (exact, a chunk of ``--batch`` images
-  per pass, each with its own ε; it falls back to the reference where its factorisation does
-  not hold, e.g. a RoI head, and says so).
+  (exact, one image at a time) or ``FastExactEngine`` (exact, a chunk of ``--chunk`` images,
+  by default ``--batch``, per pass, each with its own ε; it falls back to the reference where
+  its factorisation does not hold, e.g. a RoI head, and says so).
+
+Like ``tools/train_al.py``, the benchmark keeps freed memory in the process
+(``saal_tasks/core/allocator.py``); without it SSD300's batch-8 inference re-faults its
+activations and runs slower per image than batch 1.
 
 A random detector is unsure of everything, so the number of pseudo-boxes is set directly:
 the pseudo-box threshold is 0 and ``test_cfg.max_per_img`` caps the detections (``--boxes``).
@@ -24,6 +28,8 @@ Wall and CPU seconds are both printed: on a shared machine the CPU time is the s
         configs/det/retinanet_tiny_voc_demo.py configs/det/faster_rcnn_tiny_voc_demo.py \
         configs/det/fcos_tiny_voc_demo.py configs/det/atss_tiny_voc_demo.py \
         configs/det/gfl_tiny_voc_demo.py
+    .venv/bin/python benchmarks/bench_detection_scoring.py --engines FastExactEngine \
+        --batch 8 --chunk 32 --images 32 --configs configs/det/retinanet_tiny_voc_demo.py
     .venv/bin/python benchmarks/bench_detection_scoring.py --device cuda   # the GPU check
 """
 from __future__ import annotations
@@ -56,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=1,
                         help='images per inference batch and per FastExactEngine chunk')
     parser.add_argument('--chunk', type=int, default=None,
-                        help='images per FastExactEngine chunk, if not --batch (the shipped '
-                             'scorer configs use 32)')
+                        help='images per FastExactEngine chunk, if not --batch '
+                             '(configs/_base_/scorers/saal_sam.py uses 32)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--train-iters', type=int, default=0,
                         help='also time this many training iterations (SGD, batch --batch, '
