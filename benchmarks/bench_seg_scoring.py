@@ -55,7 +55,7 @@ def _timed_per_image(run, ids: np.ndarray) -> float:
 
 
 def measure(arch: str, size: tuple[int, int], images: int, seed: int,
-            units: tuple[int, int] | None = None, repeats: int = 1) -> dict:
+            units: tuple[int, int] | None = None, repeats: int = 3) -> dict:
     cfg = Config.fromfile(CONFIG)
     cfg.task.model = dict(arch=arch)
     cfg.task.source_size = cfg.task.target_size = size
