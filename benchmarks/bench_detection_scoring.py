@@ -68,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--train-iters', type=int, default=0,
                         help='also time this many training iterations (SGD, batch --batch, '
                              'the generated ground truth)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.chunk = args.chunk or args.batch
+    return args
 
 
 def train_seconds(model, task, ids, batch: int, iters: int, device: str) -> float:
@@ -139,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import saal_tasks.tasks.detection.task  # noqa: F401  (chooses the mmcv ops)
     tmp = Path(tempfile.mkdtemp(prefix='bench_det_'))
-    n = args.images + max(args.batch, args.chunk or 0)  # the first batch warms up
+    n = args.images + max(args.batch, args.chunk)  # the first batch or chunk warms up
     print(f'mmcv ops: {active_path()}; torch threads: {torch.get_num_threads()}; '
           f'device {args.device}; CPU {cpu_name()}; inference batch {args.batch}; '
-          f'FastExactEngine chunk {args.chunk or args.batch}; '
+          f'FastExactEngine chunk {args.chunk}; '
           f'load average: {os.getloadavg()[0]:.1f}')
     print('| detector | engine | boxes/image | inference s/img (wall, cpu) | '
           'scoring s/img (wall, cpu) | ratio wall | ratio cpu |')
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             model = task.build_model(seed=0).to(args.device).eval()
             object_sized_boxes(model)
             ids = task.sample_ids()[:n]
-            warm = ids[:max(args.batch, args.chunk or 0)]
+            warm = ids[:max(args.batch, args.chunk)]
             timed_ids = ids[len(warm):]
 
             def infer(sample_ids):
@@ -181,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
             scores: dict[str, np.ndarray] = {}
             for engine in args.engines:
-                chunk = ({'chunk_size': args.chunk or args.batch}
-                         if engine == 'FastExactEngine' else {})
+                chunk = {'chunk_size': args.chunk} if engine == 'FastExactEngine' else {}
                 scorer = SCORERS.build({**cfg.scorer, 'engine': dict(type=engine, **chunk)})
 
                 def score(sample_ids):

@@ -153,12 +153,12 @@ class _PerSampleConvOps(_GroupedConvOps):
     def weight_grad(self, x, d_mat, out=None):
         layer = self.layer
         b = x.shape[0]
-        shape = layer.module.weight.shape
         if out is None:
-            out = d_mat.new_empty(b, layer.out_features, shape[1] * shape[2] * shape[3])
+            out = d_mat.new_empty(b, layer.out_features, layer.in_features)
         deltas = d_mat.reshape(b, layer.out_features, *layer.out_size(x))
         for i in range(b):
-            g = torch.nn.grad.conv2d_weight(x[i:i + 1], shape, deltas[i:i + 1], layer.stride,
+            g = torch.nn.grad.conv2d_weight(x[i:i + 1], layer.module.weight.shape,
+                                            deltas[i:i + 1], layer.stride,
                                             layer.padding, layer.dilation)
             out[i].copy_(g.reshape(layer.out_features, -1))
         return out
