@@ -109,14 +109,16 @@ def _train_al(*args: str) -> subprocess.Popen:
 
 def test_ctrl_c_prints_the_round_and_the_exact_resume_command(tmp_path):
     work_dir = tmp_path / 'w'
-    options = ['--cfg-options', 'al.num_rounds=2', 'task.epochs=30', 'task.model.width=4']
+    # 1,000 epochs keep round 1 training for seconds: at 30 the whole run took 2 s and once
+    # finished before the interrupt arrived.
+    options = ['--cfg-options', 'al.num_rounds=2', 'task.epochs=1000', 'task.model.width=4']
     proc = _train_al('configs/cls/saal_cnn_digits.py', '--work-dir', str(work_dir), *options)
     deadline = time.time() + 300
     log = work_dir / 'run.log'
     while time.time() < deadline:       # interrupt once round 1 has started training
         if log.exists() and 'round 1/3: training' in log.read_text():
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out + err
