@@ -46,6 +46,7 @@ from mmengine.config import Config
 
 # The perturbation module first: it imports the core package before the scorers package.
 from saal_tasks.registry import PERTURBATIONS, TASKS
+from saal_tasks.core.allocator import keep_freed_memory
 from saal_tasks.scorers import SharpnessScorer
 
 from authors_loop import authors_loop_scores
@@ -92,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=None,
                         help='output folder (default work_dirs/bench_acquisition/<time>)')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='timed runs of every method, interleaved with the other methods '
+                        '(round-robin); the table gives the median and the range')
+    parser.add_argument('--allocator', choices=('kept', 'default'), default='kept',
+                        help="'kept': glibc keeps freed memory for reuse, as tools/train_al.py "
+                        "and tools/query.py set it (saal_tasks/core/allocator.py); 'default': "
+                        "glibc's own behaviour")
     parser.add_argument('--in-process', action='store_true',
                         help='run every method in this process (no per-method peak memory)')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
@@ -108,9 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.thread_counts = [int(t) for t in str(args.threads).split(',')]
     except ValueError:
         parser.error(f'--threads takes integers separated by commas, got {args.threads!r}')
-    if min([args.pool, args.chunk, args.asam_chunk, *args.thread_counts]) < 1 \
+    if min([args.pool, args.chunk, args.asam_chunk, args.repeats, *args.thread_counts]) < 1 \
             or args.warmup < 0:
-        parser.error('--pool, --chunk, --asam-chunk and --threads must be >= 1, '
+        parser.error('--pool, --chunk, --asam-chunk, --repeats and --threads must be >= 1, '
                      '--warmup >= 0')
     # One thread count per table: the workers of a sweep are started with the one they time.
     args.threads = args.thread_counts[0]
@@ -197,6 +205,8 @@ def _scorer(method: str, perturbation: str, chunk: int) -> SharpnessScorer:
 def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) -> dict[str, Any]:
     """Warm up, then time one method on the whole pool; scores and memory included."""
     torch.set_num_threads(args.threads)
+    if args.allocator == 'kept':
+        keep_freed_memory()
     task = build_task(args)
     model = load_model(args, task, model_path)
     ids = pool_ids(args)
@@ -256,6 +266,21 @@ def run_isolated(args: argparse.Namespace, spec: dict[str, str], model_path: Pat
 
 
 # --------------------------------------------------------------------------- comparison
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's runs as one row: median time (the run list kept), highest peak memory.
+
+    The scores are the first run's (every run scores the same pool the same way).
+    """
+    seconds = float(np.median([r['seconds'] for r in runs]))
+    row = dict(runs[0])
+    row.update(seconds=seconds, samples_per_s=row['samples_per_s'] * runs[0]['seconds'] / seconds,
+               samples_per_s_runs=[r['samples_per_s'] for r in runs],
+               peak_mb=max(r['peak_mb'] for r in runs),
+               peak_over_start_mb=max(r['peak_over_start_mb'] for r in runs),
+               load_1m=float(np.mean([r['load_1m'] for r in runs])))
+    return row
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
     return float(spearmanr(a, b).statistic)
@@ -293,12 +318,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
     def fmt(v: Any, spec: str) -> str:
         return '–' if v is None else format(v, spec)
 
+    def speed(r: dict[str, Any]) -> str:
+        runs = r.get('samples_per_s_runs', [])
+        if len(runs) < 2:
+            return f"{r['samples_per_s']:.1f}"
+        return f"{r['samples_per_s']:.1f} ({min(runs):.1f}–{max(runs):.1f})"
+
     lines = ['| method | ε | samples/s | × authors | fwd passes/sample | max rel diff | '
              '(clean) | Spearman | top-10 % | peak MB | +MB | load |',
              '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
     for r in results:
         lines.append(
-            f"| {r['method']} | {r['perturbation'] or '–'} | {r['samples_per_s']:.1f} | "
+            f"| {r['method']} | {r['perturbation'] or '–'} | {speed(r)} | "
             f"{fmt(r.get('speedup'), '.2f')} | {fmt(r.get('forward_passes_per_sample'), '.2f')} | "
             f"{fmt(r.get('max_rel_diff'), '.1e')} | {fmt(r.get('clean_max_rel_diff'), '.1e')} | "
             f"{fmt(r.get('spearman'), '.5f')} | {fmt(r.get('top10_overlap'), '.2f')} | "
@@ -367,20 +398,27 @@ def run_table(args: argparse.Namespace, specs: list[dict[str, str]], model_path:
     env = environment(args)
     env['load_start'] = os.getloadavg()
     print(f'{args.threads} thread(s):', flush=True)
-    results = []
-    for spec in specs:
-        print(f'  {spec} ...', end=' ', flush=True)
-        result = (measure(args, spec, model_path) if args.in_process
-                  else run_isolated(args, spec, model_path, argv))
-        print(f"{result['samples_per_s']:.1f} samples/s (load {result['load_1m']:.2f})",
-              flush=True)
-        results.append(result)
+    # Round-robin over the methods, so that a slow spell of the machine touches them all
+    # rather than one method's every run.
+    runs: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for repeat in range(args.repeats):
+        for spec, spec_runs in zip(specs, runs):
+            print(f'  {spec}{f" (run {repeat + 1}/{args.repeats})" if args.repeats > 1 else ""}'
+                  f' ...', end=' ', flush=True)
+            result = (measure(args, spec, model_path) if args.in_process
+                      else run_isolated(args, spec, model_path, argv))
+            print(f"{result['samples_per_s']:.1f} samples/s (load {result['load_1m']:.2f})",
+                  flush=True)
+            spec_runs.append(result)
+    results = [median_run(spec_runs) for spec_runs in runs]
     env['load_end'] = os.getloadavg()
     compare(results)
+    timing = f'median (range) of {args.repeats} runs' if args.repeats > 1 else '1 run'
     header = (f"{env['date']}, {env['cpu']} ({env['cpus']} CPUs, {args.threads} threads), "
               f"device {args.device}{' ' + env['gpu'] if 'gpu' in env else ''}, torch "
               f"{env['torch']}; ResNet-18 (32x32 stem, eval), {args.dtype}, pool {args.pool}, "
-              f"chunk {args.chunk} (ASAM {args.asam_chunk}); load average at start/end "
+              f"chunk {args.chunk} (ASAM {args.asam_chunk}), allocator {args.allocator}, "
+              f"{timing} per method; load average at start/end "
               f"{env['load_start'][0]:.2f}/{env['load_end'][0]:.2f}")
     return header, results, env
 

@@ -27,6 +27,7 @@ from mmengine.logging import MMLogger
 
 from ..api import query_with_model
 from ..cli import parse_cfg_options, run_reporting_errors
+from ..core.allocator import keep_freed_memory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> int:
+        keep_freed_memory()  # scoring reuses big buffers, as in training (see the module)
         MMLogger.get_instance('saal_tasks_query', log_level='INFO')
         outcome = query_with_model(
             args.config, args.checkpoint, data=args.data, budget=args.budget, out_dir=args.out,
