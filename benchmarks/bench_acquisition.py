@@ -25,6 +25,7 @@ peak allocation, and its rise during the method), and the 1-minute load average 
     .venv/bin/python benchmarks/bench_acquisition.py --pool 100 --methods fast,batchwise100
     .venv/bin/python benchmarks/bench_acquisition.py --device cuda --pool 2000
     .venv/bin/python benchmarks/bench_acquisition.py --threads 1,2   # one table per thread count
+    .venv/bin/python benchmarks/bench_acquisition.py --repeats 3     # median and range of 3 runs
 """
 from __future__ import annotations
 
@@ -272,8 +273,9 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     The scores are the first run's (every run scores the same pool the same way).
     """
     seconds = float(np.median([r['seconds'] for r in runs]))
+    pool = runs[0]['samples_per_s'] * runs[0]['seconds']
     row = dict(runs[0])
-    row.update(seconds=seconds, samples_per_s=row['samples_per_s'] * runs[0]['seconds'] / seconds,
+    row.update(seconds=seconds, samples_per_s=pool / seconds,
                samples_per_s_runs=[r['samples_per_s'] for r in runs],
                peak_mb=max(r['peak_mb'] for r in runs),
                peak_over_start_mb=max(r['peak_over_start_mb'] for r in runs),
