@@ -57,12 +57,12 @@ def test_asam_recomputed_routes_match_the_formula(layer):
     torch.testing.assert_close(shifted, expected, rtol=1e-13, atol=0)
 
 
-def test_asam_powers_follow_an_in_place_change_of_the_parameter(layer):
+def test_asam_uses_the_parameter_as_it_is_now(layer):
     param, grad = layer
     rule = ASAMRule(RHO)
     before = rule.norm_terms(grad, param)
     with torch.no_grad():
-        param.mul_(2.0)  # a new version: |θ| and θ² must be made again
+        param.mul_(2.0)  # a rule made before a weight update must not keep the old values
     after = rule.norm_terms(grad, param)
     torch.testing.assert_close(after, 4 * before, rtol=1e-13, atol=0)
     scale = rule.scale(after)
