@@ -1,8 +1,9 @@
 """Where FastExactEngine's time goes: its phases and the heaviest operators, per perturbation.
 
 Scores one pool with ``FastExactEngine`` under ``torch.profiler`` (the same ResNet-18, data and
-options as ``bench_acquisition.py``; random weights with calibrated batch norm unless
-``--train-epochs``) and prints, per perturbation, each phase of a chunk — the clean forward
+options as ``bench_acquisition.py``, ASAM at ``--asam-chunk``; random weights with calibrated
+batch norm unless ``--train-epochs``; the once-per-model factorisation check paid in a warm-up)
+and prints, per perturbation, each phase of a chunk — the clean forward
 (pseudo-labels and losses), the backward pass to the layer outputs, the per-layer norm terms
 (per-sample gradients formed there) and the perturbed forward — in milliseconds per sample and
 in forward-pass equivalents (plain batched inference of the same pool, timed first), then the
@@ -56,15 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f'{bench.environment(args)["cpu"]}, {args.threads} thread(s), pool {len(ids)}, '
           f'chunk {args.chunk}: inference {ms_forward:.2f} ms/sample')
     for pert in args.perturbations.split(','):
-        scorer = bench._scorer('fast', pert, args.chunk)
-        scorer.score(task, model, ids[:args.chunk], np.random.default_rng(0))  # warm-up
+        # The benchmark's and the shipped configs' chunk for each perturbation.
+        chunk = args.asam_chunk if pert == 'asam' else args.chunk
+        scorer = bench._scorer('fast', pert, chunk)
+        # Warm-up, with the once-per-model factorisation check, so that the profile is per sample.
+        scorer.score(task, model, ids[:chunk], np.random.default_rng(0))
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             scorer.score(task, model, ids, np.random.default_rng(0))
             total = (time.perf_counter() - start) * 1e3 / len(ids)
         events = prof.key_averages()
-        print(f'\n{pert}: {total:.2f} ms/sample = {total / ms_forward:.2f} forward passes '
-              f'(profiled)')
+        print(f'\n{pert} (chunk {chunk}): {total:.2f} ms/sample = {total / ms_forward:.2f} '
+              f'forward passes (profiled)')
         by_name = {e.key: e for e in events}
         for phase in PHASES:
             e = by_name.get(phase)
