@@ -239,12 +239,13 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
         result = scorer.score(task, model, sample_ids, np.random.default_rng(0))
         return result.scores, result.extras['clean_loss']
 
-    def timed(call: Callable[[], Any]) -> float:
+    def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+        """Seconds of ``call()`` (the device synchronised around it), and its result."""
         _sync(args.device)
         start = time.perf_counter()
-        call()
+        result = call()
         _sync(args.device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, result
 
     cuda = args.device.startswith('cuda')
     if cuda:
@@ -255,20 +256,14 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
     load_before = os.getloadavg()[0]
     if args.warmup:
         run(ids[:args.warmup])
-    out: tuple[np.ndarray, np.ndarray] | None = None
-
-    def whole_pool() -> None:
-        nonlocal out
-        out = run(ids)
-
-    seconds = timed(whole_pool)
+    seconds, out = timed(lambda: run(ids))
     check_s = None
     if method == 'fast':
         # The check's cost: the first chunk with a fresh scorer (checked) less the same chunk
         # with the one that has checked this model already. Its peak memory counts below.
         first = ids[:chunk]
         fresh = _scorer(method, pert, chunk)
-        check_s = timed(lambda: run(first, fresh)) - timed(lambda: run(first))
+        check_s = timed(lambda: run(first, fresh))[0] - timed(lambda: run(first))[0]
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
