@@ -197,6 +197,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def chunk_for(args: argparse.Namespace, perturbation: str | None) -> int:
+    """The exact engine's chunk for a perturbation: ``--asam-chunk`` for ASAM, else ``--chunk``."""
+    return args.asam_chunk if perturbation == 'asam' else args.chunk
+
+
 def _scorer(method: str, perturbation: str, chunk: int) -> SharpnessScorer:
     engine = {
         'reference': dict(type='ReferenceEngine'),
@@ -218,7 +223,7 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
     ids = pool_ids(args)
     method, pert = spec['method'], spec.get('perturbation')
 
-    chunk = args.asam_chunk if pert == 'asam' else args.chunk
+    chunk = chunk_for(args, pert)
     # One scorer for the warm-up and the timed run: FastExactEngine checks its factorisation
     # against autograd once per model (engine_guard), a fixed cost per round that the warm-up
     # pays here and that is timed on its own below, so that the samples/s are per sample.

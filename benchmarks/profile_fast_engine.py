@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'{bench.environment(args)["cpu"]}, {args.threads} thread(s), pool {len(ids)}, '
           f'chunk {args.chunk}: inference {ms_forward:.2f} ms/sample')
     for pert in args.perturbations.split(','):
-        # The benchmark's and the shipped configs' chunk for each perturbation.
-        chunk = args.asam_chunk if pert == 'asam' else args.chunk
+        chunk = bench.chunk_for(args, pert)  # the benchmark's and the configs' chunk
         scorer = bench._scorer('fast', pert, chunk)
         # Warm-up, with the once-per-model factorisation check, so that the profile is per sample.
         scorer.score(task, model, ids[:chunk], np.random.default_rng(0))
