@@ -37,7 +37,8 @@ if [[ ",$PARTS," == *",acquisition,"* ]]; then
     # The round's seconds are 2000 / samples/s (the paper's Table 2: 49.6 s per-sample, 8.0 s
     # batch-wise). The two per-sample loops (authors, reference) would take about that long
     # each per perturbation, so they are timed on a quarter of the pool, in a table of their
-    # own. Both caps together stay under 5 minutes, process start-ups included.
+    # own (each run trains its own model by the same recipe, so compare methods within a
+    # table). Both caps together stay under 5 minutes, process start-ups included.
     timeout 110 "$PY" benchmarks/bench_acquisition.py --device cuda --pool 2000 --chunk 128 \
         --warmup 32 --methods fast,batchwise100 --out "$OUT/round" "$@"
     timeout 180 "$PY" benchmarks/bench_acquisition.py --device cuda --pool 500 --chunk 128 \
