@@ -15,7 +15,9 @@ for SAM (ρ = 0.05, q = 2) and ASAM (ρ = 0.05), plus plain batched inference of
 its own process (fresh peak-memory counter) on the same saved model, after a short warm-up.
 
 Printed and written (``--out``): a Markdown table and a JSON file with samples/s, speed-up over
-``authors``, forward passes per sample (inference samples/s over the method's), max
+``authors``, forward passes per sample (inference samples/s over the method's) and the same
+paired (the method's seconds over those of inference on the same pool in the same process,
+timed right before and after it; the median over runs), max
 relative score difference to ``authors`` (``|s − a| / max(|a|, 1e-3)``) and the same for the
 clean losses (the floor set by batched against one-sample kernels), Spearman rank correlation
 and top-10 % overlap with ``authors``, for ``fast`` the seconds of its factorisation check
@@ -24,7 +26,7 @@ passes are per sample, and timed apart: that chunk with a fresh scorer less the 
 with the checked one), peak memory (peak RSS of the method's process, or CUDA
 peak allocation, and its rise during the method), and the 1-minute load average around it.
 
-    .venv/bin/python benchmarks/bench_acquisition.py                     # CPU, ~4 min quiet
+    .venv/bin/python benchmarks/bench_acquisition.py    # CPU, ~7 min quiet (2 vCPUs)
     .venv/bin/python benchmarks/bench_acquisition.py --pool 100 --methods fast,batchwise100
     .venv/bin/python benchmarks/bench_acquisition.py --device cuda --pool 2000
     .venv/bin/python benchmarks/bench_acquisition.py --threads 1,2   # one table per thread count
@@ -229,13 +231,16 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
     # pays here and that is timed on its own below, so that the samples/s are per sample.
     scorer = None if method in ('inference', 'authors') else _scorer(method, pert, chunk)
 
+    def infer(sample_ids: np.ndarray) -> None:
+        with torch.no_grad():
+            for _, x in task.pool_batches(sample_ids, args.chunk):
+                model(x)
+
     def run(sample_ids: np.ndarray,
             scorer: SharpnessScorer | None = scorer) -> tuple[np.ndarray, np.ndarray] | None:
         """Scores and clean losses (``None`` for inference)."""
         if method == 'inference':
-            with torch.no_grad():
-                for _, x in task.pool_batches(sample_ids, args.chunk):
-                    model(x)
+            infer(sample_ids)
             return None
         if method == 'authors':
             return authors_loop_scores(task, model, sample_ids,
@@ -261,7 +266,15 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
     load_before = os.getloadavg()[0]
     if args.warmup:
         run(ids[:args.warmup])
+    paired = method != 'inference'
+    if paired:
+        # The yardstick timed in this process right before and after the method: the machine's
+        # speed drifts between processes (inference alone moved by up to 25 % over minutes).
+        infer(ids[:args.chunk])
+        inference_s = timed(lambda: infer(ids))[0]
     seconds, out = timed(lambda: run(ids))
+    if paired:
+        inference_s = (inference_s + timed(lambda: infer(ids))[0]) / 2
     check_s = None
     if method == 'fast':
         # The check's cost: the first chunk with a fresh scorer (checked) less the same chunk
@@ -274,7 +287,8 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
     else:
         peak_mb = _status_mb('VmHWM')
     return dict(method=method, perturbation=pert, seconds=seconds,
-                samples_per_s=len(ids) / seconds, check_s=check_s, peak_mb=peak_mb,
+                samples_per_s=len(ids) / seconds, check_s=check_s,
+                paired_passes=seconds / inference_s if paired else None, peak_mb=peak_mb,
                 peak_over_start_mb=peak_mb - base_mb,
                 load_1m=(load_before + os.getloadavg()[0]) / 2,
                 scores=None if out is None else out[0].tolist(),
@@ -303,8 +317,11 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     pool = runs[0]['samples_per_s'] * runs[0]['seconds']
     row = dict(runs[0])
     checks = [r['check_s'] for r in runs if r.get('check_s') is not None]
+    paired = [r['paired_passes'] for r in runs if r.get('paired_passes') is not None]
     row.update(seconds=seconds, samples_per_s=pool / seconds,
                check_s=float(np.median(checks)) if checks else None,
+               paired_passes=float(np.median(paired)) if paired else None,
+               paired_passes_runs=paired,
                samples_per_s_runs=[r['samples_per_s'] for r in runs],
                peak_mb=max(r['peak_mb'] for r in runs),
                peak_over_start_mb=max(r['peak_over_start_mb'] for r in runs),
@@ -355,14 +372,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
             return f"{r['samples_per_s']:.1f}"
         return f"{r['samples_per_s']:.1f} ({min(runs):.1f}–{max(runs):.1f})"
 
-    lines = ['| method | ε | samples/s | × authors | fwd passes/sample | max rel diff | '
+    def paired(r: dict[str, Any]) -> str:
+        runs = r.get('paired_passes_runs') or []
+        if len(runs) < 2:
+            return fmt(r.get('paired_passes'), '.2f')
+        return f"{r['paired_passes']:.2f} ({min(runs):.2f}–{max(runs):.2f})"
+
+    lines = ['| method | ε | samples/s | × authors | fwd passes/sample | (paired) | max rel diff | '
              '(clean) | Spearman | top-10 % | check s | peak MB | +MB | load |',
              '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: '
-             '| ---: |']
+             '| ---: | ---: |']
     for r in results:
         lines.append(
             f"| {r['method']} | {r['perturbation'] or '–'} | {speed(r)} | "
             f"{fmt(r.get('speedup'), '.2f')} | {fmt(r.get('forward_passes_per_sample'), '.2f')} | "
+            f"{paired(r)} | "
             f"{fmt(r.get('max_rel_diff'), '.1e')} | {fmt(r.get('clean_max_rel_diff'), '.1e')} | "
             f"{fmt(r.get('spearman'), '.5f')} | {fmt(r.get('top10_overlap'), '.2f')} | "
             f"{fmt(r.get('check_s'), '.2f')} | {r['peak_mb']:.0f} | "
