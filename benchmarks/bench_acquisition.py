@@ -366,17 +366,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
     def fmt(v: Any, spec: str) -> str:
         return '–' if v is None else format(v, spec)
 
-    def speed(r: dict[str, Any]) -> str:
-        runs = r.get('samples_per_s_runs', [])
+    def ranged(r: dict[str, Any], key: str, spec: str) -> str:
+        """The median ``r[key]``, with the range of its runs where there are several."""
+        runs = r.get(f'{key}_runs') or []
         if len(runs) < 2:
-            return f"{r['samples_per_s']:.1f}"
-        return f"{r['samples_per_s']:.1f} ({min(runs):.1f}–{max(runs):.1f})"
-
-    def paired(r: dict[str, Any]) -> str:
-        runs = r.get('paired_passes_runs') or []
-        if len(runs) < 2:
-            return fmt(r.get('paired_passes'), '.2f')
-        return f"{r['paired_passes']:.2f} ({min(runs):.2f}–{max(runs):.2f})"
+            return fmt(r.get(key), spec)
+        return f"{r[key]:{spec}} ({min(runs):{spec}}–{max(runs):{spec}})"
 
     lines = ['| method | ε | samples/s | × authors | fwd passes/sample | (paired) | max rel diff | '
              '(clean) | Spearman | top-10 % | check s | peak MB | +MB | load |',
@@ -384,9 +379,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
              '| ---: | ---: |']
     for r in results:
         lines.append(
-            f"| {r['method']} | {r['perturbation'] or '–'} | {speed(r)} | "
+            f"| {r['method']} | {r['perturbation'] or '–'} | {ranged(r, 'samples_per_s', '.1f')} | "
             f"{fmt(r.get('speedup'), '.2f')} | {fmt(r.get('forward_passes_per_sample'), '.2f')} | "
-            f"{paired(r)} | "
+            f"{ranged(r, 'paired_passes', '.2f')} | "
             f"{fmt(r.get('max_rel_diff'), '.1e')} | {fmt(r.get('clean_max_rel_diff'), '.1e')} | "
             f"{fmt(r.get('spearman'), '.5f')} | {fmt(r.get('top10_overlap'), '.2f')} | "
             f"{fmt(r.get('check_s'), '.2f')} | {r['peak_mb']:.0f} | "
