@@ -10,7 +10,13 @@ A recording belongs to a CPU kind: float32 kernels round differently on differen
 units, and over several rounds of training that changes which samples are picked. Recordings
 live in ``tests/data/behaviour/<vendor>-<capability>.json`` (e.g. ``GenuineIntel-AVX512``,
 torch's CPU capability), with ``<vendor>.json`` as the fallback (``AuthenticAMD.json`` was
-recorded on an AMD EPYC before the layered refactor). To add a CPU kind, record on a commit
+recorded on an AMD EPYC before the layered refactor). ``AuthenticAMD-AVX512.json`` is an AMD
+EPYC with AVX-512, where the fallback's float32 scores differ beyond rounding tolerance and a
+segmentation selection changes: its runs come from the pre-refactor commit 41ad002 run on that
+CPU, except ``seg``, recorded from 2c2cb81. There the pre-refactor code's round-2 score map
+holds exactly equal scores at the competing pixels; the current code's maps agree with it to
+1.4e-6 (relative) and tip that tie the other way (3 of 49 pixels), while the current selector
+given the pre-refactor maps picks exactly the pre-refactor pixels. To add a CPU kind, record on a commit
 whose behaviour is known to be right (a worktree of it), and copy the file here::
 
     .venv/bin/python tests/behaviour_runs.py --record
