@@ -2,7 +2,7 @@
 
 Each run is a real ``tools/train_al.py`` invocation on embedded or generated data; what it
 selected (ids and, for partial annotation, units, every round) and what it measured (metrics
-without timings) are summarised to one JSON-able dict. ``tests/data/behaviour.json`` holds the
+without timings) are summarised to one JSON-able dict. ``tests/data/behaviour/`` holds the
 summaries recorded before the layered-architecture refactor; ``test_behaviour_preserved.py``
 runs them again and compares.
 
@@ -16,8 +16,8 @@ segmentation selection changes: its runs come from the pre-refactor commit 41ad0
 CPU, except ``seg``, recorded from 2c2cb81. There the pre-refactor code's round-2 score map
 holds exactly equal scores at the competing pixels; the current code's maps agree with it to
 1.4e-6 (relative) and tip that tie the other way (3 of 49 pixels), while the current selector
-given the pre-refactor maps picks exactly the pre-refactor pixels. To add a CPU kind, record on a commit
-whose behaviour is known to be right (a worktree of it), and copy the file here::
+given the pre-refactor maps picks exactly the pre-refactor pixels. To add a CPU kind, record
+on a commit whose behaviour is known to be right (a worktree of it), and copy the file here::
 
     .venv/bin/python tests/behaviour_runs.py --record
 
