@@ -181,6 +181,13 @@ def load_model(args: argparse.Namespace, task, path: Path) -> torch.nn.Module:
     return model.eval()
 
 
+def run_inference(task, model: torch.nn.Module, sample_ids: np.ndarray, batch: int) -> None:
+    """Plain batched inference of ``sample_ids``: the yardstick of "forward passes per sample"."""
+    with torch.no_grad():
+        for _, x in task.pool_batches(sample_ids, batch):
+            model(x)
+
+
 # --------------------------------------------------------------------------- one measurement
 def _status_mb(field: str) -> float:
     """A memory line of ``/proc/self/status`` in MiB: ``VmRSS`` (now) or ``VmHWM`` (peak).
@@ -232,9 +239,7 @@ def measure(args: argparse.Namespace, spec: dict[str, str], model_path: Path) ->
     scorer = None if method in ('inference', 'authors') else _scorer(method, pert, chunk)
 
     def infer(sample_ids: np.ndarray) -> None:
-        with torch.no_grad():
-            for _, x in task.pool_batches(sample_ids, args.chunk):
-                model(x)
+        run_inference(task, model, sample_ids, args.chunk)
 
     def run(sample_ids: np.ndarray,
             scorer: SharpnessScorer | None = scorer) -> tuple[np.ndarray, np.ndarray] | None:

@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = bench.pool_ids(args)
 
     def infer() -> None:
-        with torch.no_grad():
-            for _, x in task.pool_batches(ids, args.chunk):
-                model(x)
+        bench.run_inference(task, model, ids, args.chunk)
 
     infer()
     start = time.perf_counter()
